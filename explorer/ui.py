@@ -1,0 +1,48 @@
+"""Pieces every page shares: the page list, the device found, where runs live."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from ddpm_core.devices import describe_device, resolve_device
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS_DIR = Path(os.environ.get("DDPM_EXPLORER_RUNS", ROOT / "runs"))
+
+
+@dataclass(frozen=True)
+class PageInfo:
+    file: str  # under pages/
+    title: str
+    icon: str
+    summary: str
+    default: bool = False
+
+
+PAGES: list[PageInfo] = [
+    PageInfo("home.py", "Home", "🏠", "What DDPM is and how this tool is laid out.", default=True),
+]
+
+# The four parts of the tool; a part links to its page once that page is in PAGES.
+PARTS: list[tuple[str, str]] = [
+    ("Forward process", r"Slide over $t$ and watch an image or a 2D point cloud being noised into $x_t$."),
+    ("Schedules", r"Plot and compare $\beta_t$, $\bar\alpha_t$ and the SNR of the linear, cosine, sigmoid… schedules."),
+    (
+        "Train",
+        r"Launch a short training run of $\epsilon_\theta$ (GPU if there is one, CPU otherwise); watch its loss live.",
+    ),
+    ("Sample", "Run the reverse chain from pure noise with DDPM or DDIM and watch the trajectory as a GIF."),
+]
+
+
+@st.cache_resource
+def device_description() -> str:
+    return describe_device(resolve_device("auto"))
+
+
+def page_for(title: str) -> PageInfo | None:
+    return next((p for p in PAGES if p.title == title), None)

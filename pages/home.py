@@ -1,0 +1,51 @@
+"""Home: what DDPM is, the four parts of the tool, the device found, and where a run's files live."""
+
+import streamlit as st
+
+from explorer.ui import PARTS, RUNS_DIR, device_description, page_for
+
+st.title("DDPM Explorer")
+st.markdown(
+    r"""
+A **denoising diffusion probabilistic model** (Ho, Jain & Abbeel 2020) learns to undo noise.
+The *forward process* destroys an image $x_0$ in $T$ small Gaussian steps of variance $\beta_t$,
+until $x_T$ is pure noise. With $\alpha_t = 1 - \beta_t$ and $\bar\alpha_t = \prod_{s \le t} \alpha_s$,
+any $x_t$ can be drawn in one shot from $x_0$. A network $\epsilon_\theta(x_t, t)$ is trained to predict the noise
+$\epsilon$ that was added — a plain mean-squared error.
+Sampling runs the chain backwards: start from $x_T \sim \mathcal{N}(0, I)$ and remove the predicted noise step by step.
+"""
+)
+left, right = st.columns(2)
+with left:
+    st.caption("Forward process, in closed form")
+    st.latex(r"x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\quad \epsilon\sim\mathcal{N}(0,I)")
+    st.caption("Training loss")
+    st.latex(
+        r"\ell(\theta) = \mathbb{E}_{t,\epsilon}\left\|\epsilon - \epsilon_\theta\!\left(\sqrt{\bar\alpha_t}x_0"
+        r" + \sqrt{1-\bar\alpha_t}\epsilon,\ t\right)\right\|^2"
+    )
+with right:
+    st.caption("One reverse (sampling) step")
+    st.latex(
+        r"x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\left(x_t - \frac{1-\alpha_t}{\sqrt{1-\bar\alpha_t}}"
+        r"\epsilon_\theta(x_t,t)\right) + \sigma_t z"
+    )
+
+st.header("The four parts of the tool")
+for title, text in PARTS:
+    page = page_for(title)
+    if page is not None:
+        st.page_link(f"pages/{page.file}", label=f"**{title}** — {text}", icon=page.icon)
+    else:
+        st.markdown(f"**{title}** — {text} *(not in this build yet)*")
+
+st.header("This machine")
+st.markdown(f"Device found: **{device_description()}**")
+st.markdown(
+    f"""
+Training runs live in `{RUNS_DIR}/<run name>/`, one folder per run, which is all the app reads:
+`config.json` (the settings), `metrics.jsonl` (loss as it trains), `status.json` (running, done, stopped or failed),
+`model.safetensors` and `ema.safetensors` (weights) and `previews/` (sample grids). Bundled models are in
+`assets/checkpoints/`.
+"""
+)
