@@ -1,0 +1,222 @@
+"""TrainConfig: the one description of a training run, shared by the CLI, the app and every saved checkpoint.
+
+CLI flags are derived from its fields (``--batch-size`` for ``batch_size``), unknown keys in JSON are rejected, and
+it is saved as ``config.json`` in the run folder and inside every checkpoint's metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+
+from ddpm_core.data import DATASETS, POINT_DATASETS
+from ddpm_core.models import PRESETS, ModelConfig
+from ddpm_core.schedules import SCHEDULES, make_schedule
+
+
+@dataclass
+class TrainConfig:
+    # data
+    dataset: str = "digits"  # digits (embedded), mnist, fashion_mnist, cifar10, folder, or a 2D toy
+    data_root: str = "data"  # where torchvision data sets live (and are downloaded to with --download)
+    download: bool = False  # let torchvision download mnist/fashion_mnist/cifar10 (needs internet)
+    folder: str = ""  # dataset=folder: a folder of images, optionally one subfolder per class
+    image_size: int = 0  # 0: the data set's own (MNIST-like are padded to 32); else resize to this
+    channels: int = 0  # 0: the data set's own; 1 grayscale, 3 RGB
+    classes: list[str] = field(default_factory=list)  # keep only these classes (labels or names); empty: all
+    n_points: int = 10_000  # 2D toys: how many points to draw
+    # model
+    model: str = "auto"  # preset: auto (tiny UNet for images, mlp for points), tiny, small, mlp
+    base_channels: int = 0  # 0: the preset's width
+    dropout: float = -1.0  # < 0: the preset's
+    # diffusion
+    T: int = 1000  # diffusion steps
+    schedule: str = "linear"  # one of ddpm_core.SCHEDULES
+    schedule_params: dict[str, float] = field(default_factory=dict)  # e.g. {"beta_end": 0.02}; missing: defaults
+    rescale_zero_terminal_snr: bool = False
+    # optimisation
+    lr: float = 2e-3
+    batch_size: int = 128
+    steps: int = 3000  # optimiser steps (ignored when epochs > 0)
+    epochs: int = 0  # > 0: train this many passes over the data instead
+    warmup: int = 100  # linear lr warm-up, in steps
+    grad_clip: float = 1.0  # max gradient norm; 0: off
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999  # the paper used 0.9999 over 800k steps; short runs need a shorter memory
+    seed: int = 0
+    device: str = "auto"  # auto (cuda, then mps, then cpu), cpu, cuda, mps
+    mixed_precision: bool = True  # bf16 autocast on CUDA; ignored elsewhere
+    # logging and outputs
+    log_every: int = 50  # steps between metrics.jsonl lines
+    preview_every: int = 500  # steps between preview grids (raw and EMA); 0: only at the end
+    preview_n: int = 64  # samples in a preview grid
+    preview_steps: int = 50  # DDIM steps for previews
+    checkpoint_every: int = 1000  # steps between checkpoints; 0: only at the end
+    name: str = ""  # run name under the runs folder; empty: dataset + time
+    out: str = ""  # an explicit run folder (CLI); overrides name
+
+    def __post_init__(self):
+        validate(self)
+
+    # ------------------------------------------------------------------------------------------------------------
+
+    @property
+    def is_points(self) -> bool:
+        return self.dataset in POINT_DATASETS
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}; valid: {', '.join(field_names())}")
+        return cls(**d)
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> TrainConfig:
+        try:
+            d = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ValueError(f"config file {path} does not exist") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"config file {path} is not valid JSON: {e}") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"config file {path} must hold a JSON object")
+        return cls.from_dict(d)
+
+    def replace(self, **changes) -> TrainConfig:
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    def make_schedule(self):
+        return make_schedule(
+            self.schedule, self.T, rescale_zero_terminal_snr=self.rescale_zero_terminal_snr, **self.schedule_params
+        )
+
+    def model_config(self, in_channels: int, image_size: int, num_classes: int = 0) -> ModelConfig:
+        """The network for data of this shape: the preset, with width and dropout overrides."""
+        preset = self.model if self.model != "auto" else ("mlp" if self.is_points else "tiny")
+        settings = dict(PRESETS[preset])
+        if self.base_channels:
+            settings["base_channels"] = self.base_channels
+        if self.dropout >= 0:
+            settings["dropout"] = self.dropout
+        if settings.get("kind") == "mlp":
+            return ModelConfig(in_channels=in_channels, num_classes=num_classes, **settings)
+        return ModelConfig(in_channels=in_channels, image_size=image_size, num_classes=num_classes, **settings)
+
+    def total_steps(self, dataset_size: int) -> int:
+        return self.epochs * math.ceil(dataset_size / self.batch_size) if self.epochs > 0 else self.steps
+
+
+def field_names() -> list[str]:
+    return [f.name for f in fields(TrainConfig)]
+
+
+def _positive(c: TrainConfig, *names: str) -> None:
+    for n in names:
+        if getattr(c, n) <= 0:
+            raise ValueError(f"{n} must be positive, got {getattr(c, n)}")
+
+
+def validate(c: TrainConfig) -> None:
+    """Raise ValueError naming the first setting that cannot work, and why."""
+    for f in fields(c):
+        value = getattr(c, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{f.name} must be a finite number, got {value}")
+    if c.dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {c.dataset!r}; valid: {', '.join(DATASETS)}")
+    if c.model not in ("auto", *PRESETS):
+        raise ValueError(f"unknown model preset {c.model!r}; valid: auto, {', '.join(PRESETS)}")
+    if c.is_points and c.model not in ("auto", "mlp"):
+        raise ValueError(f"2D point data sets need the mlp model, got model={c.model!r}")
+    if c.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {c.schedule!r}; valid names: {', '.join(SCHEDULES)}")
+    _positive(c, "lr", "batch_size", "log_every", "preview_n", "preview_steps", "n_points")
+    if c.epochs < 0 or (c.epochs == 0 and c.steps <= 0):
+        raise ValueError(f"steps must be positive (or epochs > 0), got steps={c.steps}, epochs={c.epochs}")
+    if c.batch_size > 4096:
+        raise ValueError(f"batch_size must be at most 4096, got {c.batch_size}")
+    if c.lr > 1.0:
+        raise ValueError(f"lr must be at most 1, got {c.lr}")
+    if not 0.0 <= c.ema_decay < 1.0:
+        raise ValueError(f"ema_decay must lie in [0, 1), got {c.ema_decay}")
+    for n in ("warmup", "grad_clip", "weight_decay", "preview_every", "checkpoint_every", "image_size"):
+        if getattr(c, n) < 0:
+            raise ValueError(f"{n} must be ≥ 0, got {getattr(c, n)}")
+    if c.channels not in (0, 1, 3):
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {c.channels}")
+    if c.preview_steps > c.T:
+        raise ValueError(f"preview_steps ({c.preview_steps}) cannot exceed T ({c.T})")
+    if c.dataset == "folder" and not c.folder:
+        raise ValueError("dataset=folder needs --folder PATH, a folder of images")
+    c.make_schedule()  # raises ValueError naming a bad schedule parameter
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLI flags derived from the fields
+
+
+def _base_type(annotation) -> type:
+    hint = typing.get_type_hints(TrainConfig)[annotation] if isinstance(annotation, str) else annotation
+    if isinstance(hint, types.GenericAlias):
+        return typing.get_origin(hint)
+    return hint
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object such as '{\"beta_end\": 0.02}'")
+    return value
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, defaulting to None so that only the flags given override a base config."""
+    hints = typing.get_type_hints(TrainConfig)
+    comments = _field_comments()
+    for f in fields(TrainConfig):
+        kind = _base_type(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else f.default_factory()
+        help_text = f"{comments.get(f.name, '')} (default: {default!r})"
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif kind is list:
+            parser.add_argument(flag, type=lambda s: [p for p in s.split(",") if p], default=None, help=help_text)
+        elif kind is dict:
+            parser.add_argument(flag, type=_json_object, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, type=kind, default=None, help=help_text)
+
+
+def config_from_args(args: argparse.Namespace, base: TrainConfig | dict | None = None) -> TrainConfig:
+    """The base config (or defaults) with every flag that was given applied on top."""
+    d = base.to_dict() if isinstance(base, TrainConfig) else dict(base or {})
+    d.update({n: getattr(args, n) for n in field_names() if getattr(args, n, None) is not None})
+    return TrainConfig.from_dict(d)
+
+
+def _field_comments() -> dict[str, str]:
+    """The trailing comment of each field above, used as its --help text."""
+    import inspect
+
+    out = {}
+    for line in inspect.getsource(TrainConfig).splitlines():
+        name, sep, rest = line.strip().partition(":")
+        if sep and "#" in rest and name.isidentifier():
+            out[name] = rest.split("#", 1)[1].strip()
+    return out

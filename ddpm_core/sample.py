@@ -1,0 +1,214 @@
+"""Sampling: run the reverse chain from x_T ~ N(0, I) with DDPM (ancestral) or DDIM steps.
+
+``sample_progressive`` is a generator of one StepRecord per step; the GIF, the progress bar and the app all consume
+it. ``sample`` keeps the final samples and the records at an interval.
+
+CLI: python -m ddpm_core.sample --checkpoint runs/digits --sampler ddim --steps 50 --n 64 --seed 0 \\
+        --gif out.gif --png out.png --npy out.npy
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ddpm_core.diffusion import Diffusion, Spacing, VarianceType
+from ddpm_core.gif import StepRecord
+
+Sampler = Literal["ddpm", "ddim"]
+
+
+@dataclass
+class SampleResult:
+    samples: Tensor  # (N, C, H, W) or (N, D) on the CPU, float32, in the data's scale
+    trajectory: list[StepRecord]  # recorded steps, CPU tensors; t is the paper's t (T … 1), 0 for the final x_0
+    timesteps: list[int]  # the step indices visited, descending
+    wall_time: float  # seconds
+
+
+def check_sampler_args(diffusion: Diffusion, sampler: str, steps: int | None, eta: float) -> int:
+    """Validate the settings; returns the number of steps (default: T for DDPM, 50 for DDIM)."""
+    if sampler not in get_args(Sampler):
+        raise ValueError(f"unknown sampler {sampler!r}; valid values: {', '.join(get_args(Sampler))}")
+    T = diffusion.num_timesteps
+    steps = steps if steps else (T if sampler == "ddpm" else min(50, T))
+    if not 1 <= steps <= T:
+        raise ValueError(f"steps must lie in [1, T = {T}], got {steps}")
+    if sampler == "ddim" and not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must lie in [0, 1], got {eta}")
+    return steps
+
+
+@torch.inference_mode()
+def sample_progressive(
+    model: nn.Module,
+    diffusion: Diffusion,
+    n: int,
+    shape: tuple[int, ...],
+    *,
+    sampler: Sampler = "ddpm",
+    steps: int | None = None,
+    eta: float = 0.0,
+    variance: VarianceType = "posterior",
+    clip_x0: bool = True,
+    spacing: Spacing = "trailing",
+    seed: int = 0,
+    y: Tensor | None = None,
+) -> Iterator[StepRecord]:
+    """Yield StepRecord(t, x_t, x̂₀) for each step from x_T down, then StepRecord(0, x_0, x_0).
+
+    model: ε_θ(x, t[, y]) on the device to sample on; diffusion on the same device. shape: one sample's shape,
+    e.g. (1, 8, 8) or (2,). Tensors are yielded on the model's device (no host sync per step).
+    """
+    steps = check_sampler_args(diffusion, sampler, steps, eta)
+    device = next(model.parameters()).device
+    generator = torch.Generator(device).manual_seed(seed)
+    x = torch.randn((n, *shape), generator=generator, device=device)
+    ts = diffusion.timesteps(steps, spacing).tolist()
+    kwargs = {} if y is None else {"y": y.to(device)}
+    for i, t in enumerate(ts):
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        eps = model(x, torch.full((n,), t, device=device, dtype=torch.long), **kwargs)
+        if sampler == "ddpm":
+            step = diffusion.ddpm_step(
+                eps, t, x, generator=generator, variance=variance, clip_x0=clip_x0, t_prev=t_prev
+            )
+        else:
+            step = diffusion.ddim_step(eps, t, t_prev, x, eta=eta, clip_x0=clip_x0, generator=generator)
+        yield StepRecord(t + 1, x, step.x0_pred)
+        x = step.x_prev
+    yield StepRecord(0, x, x)
+
+
+def sample(
+    model: nn.Module,
+    diffusion: Diffusion,
+    n: int,
+    shape: tuple[int, ...],
+    *,
+    record_every: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    **settings,
+) -> SampleResult:
+    """Run sample_progressive to the end. record_every: keep every k-th step (default: about 60 frames), always the
+    first and the final one. progress(done, total) is called after each step."""
+    start = time.perf_counter()
+    sampler, steps, eta = settings.get("sampler", "ddpm"), settings.get("steps"), settings.get("eta", 0.0)
+    total = check_sampler_args(diffusion, sampler, steps, eta)
+    every = record_every or max(1, total // 60)
+    trajectory, timesteps, last = [], [], None
+    for i, record in enumerate(sample_progressive(model, diffusion, n, shape, **settings)):
+        if record.t > 0:
+            timesteps.append(record.t - 1)
+        if i % every == 0 or record.t == 0:
+            trajectory.append(StepRecord(record.t, record.x_t.float().cpu(), record.x0_pred.float().cpu()))
+        if progress is not None and record.t > 0:
+            progress(i + 1, total)
+        last = record
+    return SampleResult(last.x_t.float().cpu(), trajectory, timesteps, time.perf_counter() - start)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def save_npy(path: Path, samples: Tensor) -> None:
+    with open(path, "wb") as f:  # np.save(path) would append ".npy" to a temp name
+        np.save(f, samples.numpy().astype(np.float32))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ddpm_core.sample", description="Sample from a trained DDPM.")
+    p.add_argument("--checkpoint", required=True, help="a run folder (uses its EMA weights) or a .safetensors file")
+    p.add_argument("--raw", action="store_true", help="use the raw weights of a run folder instead of the EMA ones")
+    p.add_argument("--sampler", choices=get_args(Sampler), default="ddpm")
+    p.add_argument("--steps", type=int, default=0, help="number of steps (default: T for ddpm, 50 for ddim)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM's η: 0 deterministic, 1 DDPM-like")
+    p.add_argument(
+        "--variance",
+        choices=get_args(VarianceType),
+        default="posterior",
+        help="DDPM's σ_t²: beta (β_t, the seed's) or posterior (β̃_t)",
+    )
+    p.add_argument(
+        "--clip-x0",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="clip x̂₀ to [-1, 1] (default: on for images, off for 2D points)",
+    )
+    p.add_argument("--spacing", choices=get_args(Spacing), default="trailing", help="how strided steps are chosen")
+    p.add_argument("--n", type=int, default=64, help="number of samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--record-every", type=int, default=0, help="GIF frame every k steps (default: ~60 frames)")
+    p.add_argument("--gif", type=Path, help="write the trajectory (x_t and x̂₀ side by side) as a GIF")
+    p.add_argument("--png", type=Path, help="write the final samples as a PNG grid")
+    p.add_argument("--npy", type=Path, help="write the raw samples, float32 (N,C,H,W) or (N,2), in [-1, 1] scale")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tqdm import tqdm
+
+    from ddpm_core.devices import resolve_device
+    from ddpm_core.gif import image_grid, points_frame, save_png, trajectory_gif
+    from ddpm_core.runs import CheckpointError, atomic_write, load_checkpoint
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 1 <= args.n <= 10_000:
+        parser.error(f"--n must lie in [1, 10000], got {args.n}")
+    try:
+        ckpt = load_checkpoint(args.checkpoint, prefer_ema=not args.raw)
+        device = resolve_device(args.device)
+        diffusion = Diffusion(ckpt.config.make_schedule()).to(device)
+        points = ckpt.config.is_points
+        clip = (not points) if args.clip_x0 is None else args.clip_x0
+        bar = tqdm(total=1, desc=f"{args.sampler} sampling", unit="step")
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        result = sample(
+            ckpt.model.to(device),
+            diffusion,
+            args.n,
+            ckpt.sample_shape,
+            sampler=args.sampler,
+            steps=args.steps or None,
+            eta=args.eta,
+            variance=args.variance,
+            clip_x0=clip,
+            spacing=args.spacing,
+            seed=args.seed,
+            record_every=args.record_every or None,
+            progress=progress,
+        )
+        bar.close()
+    except (CheckpointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.npy:
+        atomic_write(args.npy, lambda tmp: save_npy(tmp, result.samples))
+    if args.png:
+        save_png(points_frame(result.samples) if points else image_grid(result.samples), args.png)
+    if args.gif:
+        data = trajectory_gif(result.trajectory)
+        atomic_write(args.gif, lambda tmp: tmp.write_bytes(data))
+    steps = f"{len(result.timesteps)} {args.sampler} steps"
+    print(f"{args.n} samples in {result.wall_time:.2f} s ({steps}) from {ckpt.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

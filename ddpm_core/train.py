@@ -1,0 +1,333 @@
+"""Training: the seed's simplified loss ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t)‖² with t uniform, plus what the seed
+left out — EMA weights, warm-up, gradient clipping, checkpoints, resume, and a run folder the app can follow.
+
+CLI: python -m ddpm_core.train --dataset digits --steps 3000 --out runs/digits
+     python -m ddpm_core.train --out runs/digits --resume --steps 6000
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ddpm_core import runs
+from ddpm_core.config import TrainConfig, add_config_flags, config_from_args
+from ddpm_core.data import Dataset, DatasetError, load_dataset
+from ddpm_core.devices import resolve_device
+from ddpm_core.diffusion import Diffusion
+from ddpm_core.models import build_model, count_parameters, describe_model
+from ddpm_core.sample import sample_progressive
+
+N_BUCKETS = 10  # loss is also logged per tenth of the t range: which noise levels are hard
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (NaN loss, …); the message is recorded in status.json."""
+
+
+def load_training_data(config: TrainConfig) -> Dataset:
+    return load_dataset(
+        config.dataset,
+        data_root=config.data_root,
+        download=config.download,
+        folder=config.folder or None,
+        image_size=config.image_size or None,
+        channels=config.channels or None,
+        classes=config.classes or None,
+        n_points=config.n_points,
+        seed=config.seed,
+    )
+
+
+def data_info(ds: Dataset) -> dict:
+    """What a checkpoint needs to know of its data: sample shape, kind and class names."""
+    return {"name": ds.name, "kind": ds.kind, "shape": list(ds.sample_shape), "classes": ds.classes}
+
+
+class EMA:
+    """Exponential moving average of the weights, θ_ema ← d·θ_ema + (1 − d)·θ, with d warmed up as
+    min(decay, (1 + step)/(10 + step)) so early averages are not dominated by the random initialisation."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        ema_params = list(self.model.parameters())
+        torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1 - d)
+        for b_ema, b in zip(self.model.buffers(), model.buffers(), strict=True):
+            b_ema.copy_(b)
+
+
+class Trainer:
+    """One run: build everything from a TrainConfig, then train() writes the run folder as it goes."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, resume: bool = False, log=print):
+        self.config, self.run_dir, self.log = config, Path(run_dir), log
+        self.stop_requested = False
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        self.data = load_training_data(config)
+        self.x = self.data.x.to(self.device)
+        shape = self.data.sample_shape
+        self.model_config = config.model_config(in_channels=shape[0], image_size=shape[-1])
+        self.model = build_model(self.model_config).to(self.device)
+        self.ema = EMA(self.model, config.ema_decay)
+        self.diffusion = Diffusion(config.make_schedule()).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        warmup = max(1, config.warmup)
+        self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.total_steps = config.total_steps(len(self.data.x))
+        self.step = 0
+        self.autocast = self.device.type == "cuda" and config.mixed_precision
+        if resume:
+            self._resume()
+
+    # ------------------------------------------------------------------------------------------------------------
+
+    def loss(self, x0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The simplified objective. x0: (B, ...). Returns (mean loss, per-sample loss (B,), t (B,))."""
+        B = x0.shape[0]
+        t = torch.randint(0, self.diffusion.num_timesteps, (B,), generator=self.generator).to(self.device)
+        noise = torch.randn(x0.shape, generator=self.generator).to(self.device)
+        x_t = self.diffusion.q_sample(x0, t, noise)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            eps_pred = self.model(x_t, t)
+        per_sample = F.mse_loss(eps_pred.float(), noise, reduction="none").flatten(1).mean(1)
+        return per_sample.mean(), per_sample.detach(), t
+
+    def batches(self):
+        """Minibatches of x, reshuffled every epoch."""
+        n, B = len(self.x), min(self.config.batch_size, len(self.x))
+        while True:
+            perm = torch.randperm(n, generator=self.generator).to(self.device)
+            for i in range(0, n - B + 1, B):
+                yield self.x[perm[i : i + B]]
+
+    def train(self) -> dict:
+        c = self.config
+        (self.run_dir / runs.PREVIEWS).mkdir(parents=True, exist_ok=True)
+        (self.run_dir / runs.STOP).unlink(missing_ok=True)
+        runs.write_text(self.run_dir / runs.CONFIG, c.to_json())
+        runs.write_status(
+            self.run_dir,
+            "running",
+            pid=os.getpid(),
+            step=self.step,
+            total_steps=self.total_steps,
+            started=time.time(),
+            error=None,
+            device=str(self.device),
+            model=describe_model(self.model_config, self.model),
+            data=data_info(self.data),
+        )
+        self.log(
+            f"{self.data.name}: {len(self.data.x)} samples of shape {tuple(self.data.sample_shape)}; "
+            f"{describe_model(self.model_config, self.model)}; device {self.device}; run folder {self.run_dir}"
+        )
+        previous = signal.signal(signal.SIGTERM, self._request_stop) if _main_thread() else None
+        try:
+            state = self._loop()
+        except BaseException as e:
+            message = str(e) if isinstance(e, TrainingError) else f"{type(e).__name__}: {e}"
+            if isinstance(e, KeyboardInterrupt):
+                self._checkpoint()
+                runs.write_status(self.run_dir, "stopped", step=self.step, error=None)
+            else:
+                runs.write_status(self.run_dir, "failed", step=self.step, error=message)
+            raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        return runs.write_status(self.run_dir, state, step=self.step, error=None)
+
+    def _loop(self) -> str:
+        c = self.config
+        sums = torch.zeros(N_BUCKETS, device=self.device)
+        counts = torch.zeros(N_BUCKETS, device=self.device)
+        loss_sum, n_logged, started, train_time = torch.zeros((), device=self.device), 0, time.perf_counter(), 0.0
+        progress = _progress_bar(self.total_steps, self.step)
+        batches = self.batches()
+        while self.step < self.total_steps:
+            tick = time.perf_counter()
+            self.model.train()
+            loss, per_sample, t = self.loss(next(batches))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if c.grad_clip > 0:
+                nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+            self.optimizer.step()
+            self.lr_schedule.step()
+            self.ema.update(self.model, self.step)
+            self.step += 1
+            bucket = (t * N_BUCKETS // self.diffusion.num_timesteps).clamp(max=N_BUCKETS - 1)
+            sums.index_add_(0, bucket, per_sample.float())
+            counts.index_add_(0, bucket, torch.ones_like(per_sample, dtype=torch.float))
+            loss_sum += loss.detach().float()
+            n_logged += 1
+            train_time += time.perf_counter() - tick
+            if self.step % c.log_every == 0 or self.step == self.total_steps:
+                mean_loss = (loss_sum / n_logged).item()  # one host sync per log interval
+                if not math.isfinite(mean_loss):
+                    raise TrainingError(
+                        f"the loss became {mean_loss} at step {self.step}: training diverged. Lower the learning "
+                        f"rate (now {c.lr:g}) or keep gradient clipping on; the last checkpoint is kept."
+                    )
+                buckets = (sums / counts.clamp(min=1)).tolist()
+                record = {
+                    "step": self.step,
+                    "loss": mean_loss,
+                    "loss_buckets": [b if n else None for b, n in zip(buckets, counts.tolist(), strict=True)],
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "images_per_s": n_logged * c.batch_size / train_time,
+                    "elapsed": time.perf_counter() - started,
+                    "time": time.time(),
+                }
+                runs.append_metrics(self.run_dir, record)
+                progress.update(self.step - progress.n)
+                progress.set_postfix(loss=f"{mean_loss:.4f}")
+                sums.zero_(), counts.zero_(), loss_sum.zero_()
+                n_logged, train_time = 0, 0.0
+                runs.write_status(self.run_dir, "running", step=self.step)
+                if self.stop_requested or (self.run_dir / runs.STOP).exists():
+                    break
+            if c.preview_every and self.step % c.preview_every == 0:
+                self.preview()
+            if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                self._checkpoint()
+        progress.close()
+        if not c.preview_every or self.step % c.preview_every:
+            self.preview()
+        self._checkpoint()
+        return "done" if self.step >= self.total_steps else "stopped"
+
+    # ------------------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def preview(self) -> None:
+        """Sample grids from the raw and the EMA weights (DDIM, fixed seed) into previews/."""
+        from ddpm_core.gif import image_grid, points_frame, save_png
+
+        c = self.config
+        for tag, model in (("raw", self.model), ("ema", self.ema.model)):
+            model.eval()
+            *_, last = sample_progressive(
+                model,
+                self.diffusion,
+                c.preview_n,
+                tuple(self.data.sample_shape),
+                sampler="ddim",
+                steps=c.preview_steps,
+                clip_x0=not c.is_points,
+                seed=c.seed,
+            )
+            x = last.x_t.float().cpu()
+            save_png(
+                points_frame(x) if c.is_points else image_grid(x),
+                self.run_dir / runs.PREVIEWS / f"step_{self.step:06d}_{tag}.png",
+            )
+
+    def _checkpoint(self) -> None:
+        info = data_info(self.data)
+        runs.save_training_state(
+            self.run_dir / runs.STATE, self.step, self.optimizer, self.lr_schedule, self.generator.get_state()
+        )
+        runs.save_weights(self.run_dir / runs.EMA, self.ema.model, self.config, self.model_config, self.step, info)
+        runs.save_weights(self.run_dir / runs.MODEL, self.model, self.config, self.model_config, self.step, info)
+        runs.write_status(self.run_dir, "running", step=self.step, checkpoint_step=self.step)
+
+    def _resume(self) -> None:
+        raw = runs.load_checkpoint(self.run_dir, prefer_ema=False)
+        ema = runs.load_checkpoint(self.run_dir / runs.EMA)
+        if raw.model_config != self.model_config:
+            raise runs.CheckpointError(
+                f"{self.run_dir} was trained with another model ({describe_model(raw.model_config)}); "
+                "resume it with the same model and data settings"
+            )
+        state = runs.load_training_state(self.run_dir / runs.STATE)
+        self.model.load_state_dict(raw.model.state_dict())
+        self.ema.model.load_state_dict(ema.model.state_dict())
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_schedule.load_state_dict(state["lr_schedule"])
+        self.generator.set_state(state["rng"])
+        self.step = raw.step  # the weights are the source of truth for the step count
+
+    def _request_stop(self, signum, frame) -> None:
+        self.stop_requested = True
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _progress_bar(total: int, initial: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc="training", unit="step", disable=not sys.stderr.isatty())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m ddpm_core.train",
+        description="Train a DDPM noise predictor ε_θ. Every TrainConfig field is a flag.",
+    )
+    p.add_argument("--config", type=Path, help="a JSON file with TrainConfig fields; flags given override it")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out/--name from its last checkpoint")
+    add_config_flags(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        base = TrainConfig.from_json_file(args.config) if args.config else None
+        config = config_from_args(args, base)
+        run_dir = runs.run_dir_for(config)
+        if args.resume:
+            saved = runs.read_json(run_dir / runs.CONFIG)
+            if saved is None:
+                raise runs.CheckpointError(f"nothing to resume: {run_dir / runs.CONFIG} is missing")
+            config = config_from_args(args, {**saved, "out": config.out, "name": config.name})
+        elif (run_dir / runs.MODEL).exists():
+            raise ValueError(
+                f"{run_dir} already holds a trained model; pass --resume to continue it or pick another --out/--name"
+            )
+        trainer = Trainer(config, run_dir, resume=args.resume)
+        status = trainer.train()
+    except (ValueError, DatasetError, runs.CheckpointError, TrainingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if not isinstance(e, TrainingError) else 1
+    except KeyboardInterrupt:
+        print("stopped; the last checkpoint is saved", file=sys.stderr)
+        return 130
+    metrics = runs.read_metrics(run_dir)
+    final = f", final loss {metrics[-1]['loss']:.4f}" if metrics else ""
+    print(
+        f"{status['state']} at step {status['step']}{final}; {count_parameters(trainer.model):,} parameters; "
+        f"run folder {run_dir}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
