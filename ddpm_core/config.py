@@ -38,17 +38,17 @@ class TrainConfig:
     T: int = 1000  # diffusion steps
     schedule: str = "linear"  # one of ddpm_core.SCHEDULES
     schedule_params: dict[str, float] = field(default_factory=dict)  # e.g. {"beta_end": 0.02}; missing: defaults
-    rescale_zero_terminal_snr: bool = False
+    rescale_zero_terminal_snr: bool = False  # rescale β so that ᾱ_T = 0 (Lin et al. 2024)
     # optimisation
-    lr: float = 2e-3
-    batch_size: int = 128
+    lr: float = 2e-3  # AdamW learning rate after the warm-up
+    batch_size: int = 128  # examples per optimiser step
     steps: int = 3000  # optimiser steps (ignored when epochs > 0)
     epochs: int = 0  # > 0: train this many passes over the data instead
     warmup: int = 100  # linear lr warm-up, in steps
     grad_clip: float = 1.0  # max gradient norm; 0: off
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay
     ema_decay: float = 0.999  # the paper used 0.9999 over 800k steps; short runs need a shorter memory
-    seed: int = 0
+    seed: int = 0  # seeds the initial weights, the data order and the noise
     device: str = "auto"  # auto (cuda, then mps, then cpu), cpu, cuda, mps
     mixed_precision: bool = True  # bf16 autocast on CUDA; ignored elsewhere
     # logging and outputs
@@ -140,6 +140,9 @@ def validate(c: TrainConfig) -> None:
         raise ValueError(f"unknown model preset {c.model!r}; valid: auto, {', '.join(PRESETS)}")
     if c.is_points and c.model not in ("auto", "mlp"):
         raise ValueError(f"2D point data sets need the mlp model, got model={c.model!r}")
+    unets = [n for n, p in PRESETS.items() if p.get("kind", "unet") == "unet"]
+    if not c.is_points and c.model not in ("auto", *unets):
+        raise ValueError(f"image data sets need a UNet preset, got model={c.model!r}; valid: auto, {', '.join(unets)}")
     if c.schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {c.schedule!r}; valid names: {', '.join(SCHEDULES)}")
     _positive(c, "lr", "batch_size", "log_every", "preview_n", "preview_steps", "n_points")
@@ -156,11 +159,11 @@ def validate(c: TrainConfig) -> None:
             raise ValueError(f"{n} must be ≥ 0, got {getattr(c, n)}")
     if c.channels not in (0, 1, 3):
         raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {c.channels}")
+    c.make_schedule()  # raises ValueError naming a bad schedule parameter (T < 2, β outside (0, 1), …)
     if c.preview_steps > c.T:
         raise ValueError(f"preview_steps ({c.preview_steps}) cannot exceed T ({c.T})")
     if c.dataset == "folder" and not c.folder:
         raise ValueError("dataset=folder needs --folder PATH, a folder of images")
-    c.make_schedule()  # raises ValueError naming a bad schedule parameter
 
 
 # ----------------------------------------------------------------------------------------------------------------

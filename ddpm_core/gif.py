@@ -10,20 +10,18 @@ x̂₀ sharpens. Everything returns uint8 RGB arrays or GIF bytes; only numpy an
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 import math
-import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
+
+from ddpm_core.fileio import atomic_write
 
 MAX_GIF_WIDTH = 1460  # Streamlit freezes GIFs wider than this; never exceed it
 MIN_CELL_PX = 32  # a default grid upscales each image to at least this many pixels a side, so 8×8 digits are visible
@@ -117,16 +115,7 @@ def save_png(array: np.ndarray, path) -> None:
     The PNG goes to a temporary file in the same folder, then os.replace puts it in place: a reader (the app polling
     a run folder) never sees half a file. On any error the temporary file is removed and the error re-raised.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(np.asarray(array)).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: Image.fromarray(np.asarray(array)).save(tmp, format="PNG"))
 
 
 # ----------------------------------------------------------------------------------------------------------------

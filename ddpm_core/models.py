@@ -119,7 +119,9 @@ class TimeEmbedding(nn.Module):
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(32, channels // 4) if channels >= 32 else 8 if channels % 8 == 0 else 1, channels)
+    """About 4 channels per group and at most 32 groups, in a count that divides `channels` (144 → 24, not 32)."""
+    target = min(32, channels // 4) if channels >= 32 else 8 if channels % 8 == 0 else 1
+    return nn.GroupNorm(max(g for g in range(1, target + 1) if channels % g == 0), channels)
 
 
 def zero(module: nn.Module) -> nn.Module:
@@ -151,7 +153,8 @@ class Attention(nn.Module):
 
     def __init__(self, channels: int, head_dim: int = 32):
         super().__init__()
-        self.heads = max(1, channels // head_dim)
+        # about head_dim channels per head, in a head count that divides channels (112 → 2 heads of 56, not 3)
+        self.heads = max(h for h in range(1, max(1, channels // head_dim) + 1) if channels % h == 0)
         self.norm = group_norm(channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = zero(nn.Conv2d(channels, channels, 1))
@@ -189,7 +192,9 @@ class UNet(nn.Module):
                 self.down.append(nn.ModuleList([nn.Conv2d(ch, ch, 3, stride=2, padding=1)]))
                 skips.append(ch)
                 res //= 2
-        self.middle = nn.ModuleList([ResBlock(ch, ch, emb_dim, c.dropout), Attention(ch), ResBlock(ch, ch, emb_dim, 0)])
+        self.middle = nn.ModuleList(
+            [ResBlock(ch, ch, emb_dim, c.dropout), Attention(ch), ResBlock(ch, ch, emb_dim, c.dropout)]
+        )
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(c.channel_mults))):
             for i in range(c.num_res_blocks + 1):

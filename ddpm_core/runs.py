@@ -19,9 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -30,14 +28,13 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from ddpm_core.config import TrainConfig
+from ddpm_core.fileio import atomic_write
 from ddpm_core.models import ModelConfig, build_model
 
 CONFIG, METRICS, STATUS = "config.json", "metrics.jsonl", "status.json"
 MODEL, EMA, STATE, PREVIEWS, STOP = "model.safetensors", "ema.safetensors", "training_state.pt", "previews", "STOP"
 FORMAT = "ddpm-explorer/1"
 MAX_NAME = 64
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 class CheckpointError(ValueError):
@@ -70,23 +67,6 @@ def run_dir_for(config: TrainConfig, runs_root: Path | None = None) -> Path:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Atomic writes
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(tmp) on a temp file beside path, fsync it, then rename it over path; on failure remove the temp."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_text(path: Path, text: str) -> None:
@@ -123,6 +103,13 @@ def read_metrics(run_dir: Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return out
+
+
+def truncate_metrics(run_dir: Path, step: int) -> None:
+    """Keep the records up to step: a resume restarts there, and a kill may have left later ones (or half a line)."""
+    if (Path(run_dir) / METRICS).exists():
+        kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= step]
+        write_text(Path(run_dir) / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def write_status(run_dir: Path, state: str, **fields) -> dict:

@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         diffusion = Diffusion(ckpt.config.make_schedule()).to(device)
         points = ckpt.config.is_points
         clip = (not points) if args.clip_x0 is None else args.clip_x0
+        check_sampler_args(diffusion, args.sampler, args.steps or None, args.eta)  # before the bar: a clean error line
         bar = tqdm(total=1, desc=f"{args.sampler} sampling", unit="step")
 
         def progress(done: int, total: int) -> None:
@@ -198,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    for out in (args.npy, args.png, args.gif):
+        if out:  # atomic_write needs the folder; --png results/grid.png may name a new one
+            out.parent.mkdir(parents=True, exist_ok=True)
     if args.npy:
         atomic_write(args.npy, lambda tmp: save_npy(tmp, result.samples))
     if args.png:

@@ -89,7 +89,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         warmup = max(1, config.warmup)
         self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
-        self.generator = torch.Generator().manual_seed(config.seed)
+        self.generator = torch.Generator(self.device).manual_seed(config.seed)  # on the device: no copies per step
         self.total_steps = config.total_steps(len(self.data.x))
         self.step = 0
         self.autocast = self.device.type == "cuda" and config.mixed_precision
@@ -101,19 +101,33 @@ class Trainer:
     def loss(self, x0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The simplified objective. x0: (B, ...). Returns (mean loss, per-sample loss (B,), t (B,))."""
         B = x0.shape[0]
-        t = torch.randint(0, self.diffusion.num_timesteps, (B,), generator=self.generator).to(self.device)
-        noise = torch.randn(x0.shape, generator=self.generator).to(self.device)
+        t = torch.randint(0, self.diffusion.num_timesteps, (B,), generator=self.generator, device=self.device)
+        noise = torch.randn(x0.shape, generator=self.generator, device=self.device)
         x_t = self.diffusion.q_sample(x0, t, noise)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             eps_pred = self.model(x_t, t)
         per_sample = F.mse_loss(eps_pred.float(), noise, reduction="none").flatten(1).mean(1)
         return per_sample.mean(), per_sample.detach(), t
 
+    def train_step(self, x0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One optimiser step on the batch x0 (B, ...), then the EMA update. Returns what loss() returns."""
+        self.model.train()
+        loss, per_sample, t = self.loss(x0)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.lr_schedule.step()
+        self.ema.update(self.model, self.step)
+        self.step += 1
+        return loss, per_sample, t
+
     def batches(self):
         """Minibatches of x, reshuffled every epoch."""
         n, B = len(self.x), min(self.config.batch_size, len(self.x))
         while True:
-            perm = torch.randperm(n, generator=self.generator).to(self.device)
+            perm = torch.randperm(n, generator=self.generator, device=self.device)
             for i in range(0, n - B + 1, B):
                 yield self.x[perm[i : i + B]]
 
@@ -163,16 +177,7 @@ class Trainer:
         batches = self.batches()
         while self.step < self.total_steps:
             tick = time.perf_counter()
-            self.model.train()
-            loss, per_sample, t = self.loss(next(batches))
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if c.grad_clip > 0:
-                nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-            self.optimizer.step()
-            self.lr_schedule.step()
-            self.ema.update(self.model, self.step)
-            self.step += 1
+            loss, per_sample, t = self.train_step(next(batches))
             bucket = (t * N_BUCKETS // self.diffusion.num_timesteps).clamp(max=N_BUCKETS - 1)
             sums.index_add_(0, bucket, per_sample.float())
             counts.index_add_(0, bucket, torch.ones_like(per_sample, dtype=torch.float))
@@ -241,6 +246,12 @@ class Trainer:
             )
 
     def _checkpoint(self) -> None:
+        # the loss is only checked every log_every steps: never let NaN weights replace the last good checkpoint
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            raise TrainingError(
+                f"the weights became nan/inf by step {self.step}: training diverged. Lower the learning rate "
+                f"(now {self.config.lr:g}) or keep gradient clipping on; the last checkpoint is kept."
+            )
         info = data_info(self.data)
         runs.save_training_state(
             self.run_dir / runs.STATE, self.step, self.optimizer, self.lr_schedule, self.generator.get_state()
@@ -262,8 +273,14 @@ class Trainer:
         self.ema.model.load_state_dict(ema.model.state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_schedule.load_state_dict(state["lr_schedule"])
+        # the saved state carries the old lr and weight decay; the config's win, so a resume can lower them
+        warmup = self.lr_schedule.lr_lambdas[0](self.lr_schedule.last_epoch)
+        for group in self.optimizer.param_groups:
+            group.update(lr=self.config.lr * warmup, initial_lr=self.config.lr, weight_decay=self.config.weight_decay)
+        self.lr_schedule.base_lrs = [self.config.lr] * len(self.optimizer.param_groups)
         self.generator.set_state(state["rng"])
         self.step = raw.step  # the weights are the source of truth for the step count
+        runs.truncate_metrics(self.run_dir, self.step)
 
     def _request_stop(self, signum, frame) -> None:
         self.stop_requested = True
@@ -314,9 +331,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         trainer = Trainer(config, run_dir, resume=args.resume)
         status = trainer.train()
-    except (ValueError, DatasetError, runs.CheckpointError, TrainingError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2 if not isinstance(e, TrainingError) else 1
+    except (ValueError, DatasetError, runs.CheckpointError, TrainingError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)  # status.json records it too
+        return 1 if isinstance(e, TrainingError | OSError) else 2
     except KeyboardInterrupt:
         print("stopped; the last checkpoint is saved", file=sys.stderr)
         return 130

@@ -12,6 +12,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
+
+from tests.runs_helpers import TrainedRun, digits_run
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -26,6 +29,22 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tests use tiny models: one thread is as fast, and more threads than free cores make OpenMP spin — tiny
+    convolutions then run ~100× slower on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def shared(tmp_path_factory) -> TrainedRun:
+    """A 60-step digits run made once per session through the CLI; read-only for the tests."""
+    return digits_run(tmp_path_factory)
 
 
 def _free_port() -> int:

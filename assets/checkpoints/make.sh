@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Rebuild the bundled checkpoints with the project's own CLI, on a CPU, from the repository root:
+#   bash assets/checkpoints/make.sh
+# Each bundled file is the EMA weights of a run: a self-contained safetensors file (config in its metadata).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PYTHON:-.venv/bin/python}
+export DDPM_EXPLORER_RUNS=${DDPM_EXPLORER_RUNS:-runs}
+
+$PY -m ddpm_core.train --dataset digits --steps 4000 --name bundled-digits --preview-every 1000 --checkpoint-every 1000
+for toy in moons swiss_roll 8gaussians; do
+  $PY -m ddpm_core.train --dataset "$toy" --steps 4000 --batch-size 256 --name "bundled-$toy" --preview-every 2000
+done
+
+for name in digits moons swiss_roll 8gaussians; do
+  cp "$DDPM_EXPLORER_RUNS/bundled-$name/ema.safetensors" "assets/checkpoints/$name.safetensors"
+  $PY -m ddpm_core.evaluate --checkpoint "assets/checkpoints/$name.safetensors" --n 1000
+done
