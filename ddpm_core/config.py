@@ -26,7 +26,8 @@ class TrainConfig:
     data_root: str = "data"  # where torchvision data sets live (and are downloaded to with --download)
     download: bool = False  # let torchvision download mnist/fashion_mnist/cifar10 (needs internet)
     folder: str = ""  # dataset=folder: a folder of images, optionally one subfolder per class
-    image_size: int = 0  # 0: the data set's own (MNIST-like are padded to 32); else resize to this
+    image_size: int = 0  # 0: the data set's own (28 for MNIST-like; 32 pads them like the seed); else resize
+    resize_mode: str = "pad"  # how 28-px MNIST-like images reach 32: pad (2 px of background) or resize
     channels: int = 0  # 0: the data set's own; 1 grayscale, 3 RGB
     classes: list[str] = field(default_factory=list)  # keep only these classes (labels or names); empty: all
     n_points: int = 10_000  # 2D toys: how many points to draw
@@ -157,6 +158,8 @@ def validate(c: TrainConfig) -> None:
     for n in ("warmup", "grad_clip", "weight_decay", "preview_every", "checkpoint_every", "image_size"):
         if getattr(c, n) < 0:
             raise ValueError(f"{n} must be ≥ 0, got {getattr(c, n)}")
+    if c.resize_mode not in ("pad", "resize"):
+        raise ValueError(f"resize_mode must be pad or resize, got {c.resize_mode!r}")
     if c.channels not in (0, 1, 3):
         raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {c.channels}")
     c.make_schedule()  # raises ValueError naming a bad schedule parameter (T < 2, β outside (0, 1), …)

@@ -3,7 +3,9 @@
 - digits: pixel-space Fréchet distance to the real digits (two halves of the real set: ≈ 0.07), plus the
   confidence and class histogram of a classifier trained on real digits;
 - 2D toys: MMD and sliced Wasserstein distance to a fresh ground-truth sample;
-- other images: pixel-space Fréchet distance to (up to 5000) real images of the same data set.
+- other images: pixel-space Fréchet distance to (up to 5000) real images of the same data set, and for MNIST-like
+  sets and CIFAR-10 also the FD in the feature space of the project's classifier once it has been trained
+  (python -m ddpm_core.classifier).
 
 CLI: python -m ddpm_core.evaluate --checkpoint runs/digits --n 1000
 """
@@ -17,6 +19,7 @@ import sys
 from torch import Tensor
 
 from ddpm_core import metrics
+from ddpm_core.classifier import CLASSIFIER_DATASETS, load_feature_extractor
 from ddpm_core.config import TrainConfig
 from ddpm_core.data import DatasetError, load_dataset, make_toy
 
@@ -36,11 +39,21 @@ def quality_metrics(samples: Tensor, config: TrainConfig) -> dict:
         data_root=config.data_root,
         folder=config.folder or None,
         image_size=samples.shape[-1],
+        resize_mode=config.resize_mode,
         channels=samples.shape[1],
         classes=config.classes or None,
         max_images=MAX_REFERENCE_IMAGES,
     )
-    return {"dataset": config.dataset, "pixel_fd": metrics.image_fd(samples, real.x), "n": len(samples)}
+    report = {"dataset": config.dataset, "pixel_fd": metrics.image_fd(samples, real.x), "n": len(samples)}
+    if config.dataset in CLASSIFIER_DATASETS:
+        features = load_feature_extractor(config.data_root, config.dataset, samples.shape[-1])
+        report["feature_fd"] = metrics.image_fd(samples, real.x, features) if features else None
+        if features is None:
+            report["note"] = (
+                "no feature classifier yet, so only pixel-space FD: train one with python -m ddpm_core.classifier "
+                f"--dataset {config.dataset} --data-root {config.data_root} --image-size {samples.shape[-1]}"
+            )
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,6 +42,7 @@ def load_training_data(config: TrainConfig) -> Dataset:
         download=config.download,
         folder=config.folder or None,
         image_size=config.image_size or None,
+        resize_mode=config.resize_mode,
         channels=config.channels or None,
         classes=config.classes or None,
         n_points=config.n_points,

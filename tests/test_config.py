@@ -152,6 +152,7 @@ def test_unknown_keys_are_rejected_listing_every_valid_one():
         (dict(dataset="moons", model="tiny"), "2D point data sets need the mlp model, got model='tiny'"),
         (dict(dataset="digits", model="mlp"), "image data sets need a UNet preset, got model='mlp'; valid: auto, tiny"),
         (dict(channels=2), "channels must be 1 \\(grayscale\\) or 3 \\(RGB\\), got 2"),
+        (dict(resize_mode="stretch"), "resize_mode must be pad or resize, got 'stretch'"),
         (dict(T=100, preview_steps=101), "preview_steps \\(101\\) cannot exceed T \\(100\\)"),
         (dict(dataset="folder"), "dataset=folder needs --folder PATH"),
     ],
