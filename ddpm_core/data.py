@@ -38,7 +38,7 @@ CHUNK = 4096  # images converted to float at a time: the peak is the output plus
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, the weights of PIL's convert("L")
 TRANSPARENT_BACKGROUND = (255, 255, 255)  # transparent pixels become white, as a page shows them
 
-_TORCHVISION = {  # name -> (torchvision class, title in messages)
+TORCHVISION_SETS = {  # name -> (torchvision class, title in messages)
     "mnist": ("MNIST", "MNIST"),
     "fashion_mnist": ("FashionMNIST", "Fashion-MNIST"),
     "cifar10": ("CIFAR10", "CIFAR-10"),
@@ -179,14 +179,14 @@ def _digits() -> tuple[Tensor, Tensor, list[str], float]:
 # torchvision's MNIST, Fashion-MNIST and CIFAR-10, read through its own loaders.
 
 
-def _expected_files(cls, root: Path) -> tuple[Path, list[str]]:
+def expected_files(cls, root: Path) -> tuple[Path, list[str]]:
     """Where torchvision looks for `cls`'s files, and their names (the same checks torchvision makes)."""
     if hasattr(cls, "resources"):  # MNIST-like: every split's idx files, unpacked (name without .gz)
         return root / cls.__name__ / "raw", [Path(url).name.removesuffix(".gz") for url, _ in cls.resources]
     return root / cls.base_folder, [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
 
 
-def _one_line(err: BaseException, limit: int = 300) -> str:
+def one_line(err: BaseException, limit: int = 300) -> str:
     text = " ".join(str(err).split()) or type(err).__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -195,15 +195,15 @@ def _open_torchvision(name: str, root: Path, train: bool, download: bool):
     """The torchvision dataset object; every way it can fail becomes a DatasetError that says what to do."""
     from torchvision import datasets
 
-    cls_name, title = _TORCHVISION[name]
+    cls_name, title = TORCHVISION_SETS[name]
     cls = getattr(datasets, cls_name)
     try:
         return cls(root=str(root), train=train, download=download)
     except Exception as err:  # torchvision raises RuntimeError, URLError, OSError, AssertionError … by case
-        where, files = _expected_files(cls, root)
+        where, files = expected_files(cls, root)
         if download:
             raise DatasetError(
-                f"Could not download {title} into {where}: {_one_line(err)}. Downloading needs internet; "
+                f"Could not download {title} into {where}: {one_line(err)}. Downloading needs internet; "
                 f"without it, copy the files ({', '.join(files)}) there."
             ) from err
         missing = [f for f in files if not (where / f).is_file()]
@@ -213,7 +213,7 @@ def _open_torchvision(name: str, root: Path, train: bool, download: bool):
                 "Re-run with --download (needs internet), or copy the files there."
             ) from err
         raise DatasetError(
-            f"{title}'s files under {where} could not be read ({_one_line(err)}). They may be corrupted or "
+            f"{title}'s files under {where} could not be read ({one_line(err)}). They may be corrupted or "
             "incomplete: delete them and re-run with --download (needs internet), or copy fresh ones there."
         ) from err
 
@@ -262,7 +262,7 @@ def _folder_files(root: Path) -> tuple[list[Path], list[int] | None, list[str]]:
     return files, [i for i, c in enumerate(names) for _ in per_class[c]], names
 
 
-def _to_8bit(img, mode: str):
+def to_8bit(img, mode: str):
     """Any PIL image -> mode "RGB" or "L", 8 bits; transparency composited onto TRANSPARENT_BACKGROUND."""
     from PIL import Image
 
@@ -280,7 +280,7 @@ def _read_image(path: Path, size: int, mode: str) -> np.ndarray | None:
 
     try:
         with Image.open(path) as img:
-            img = _to_8bit(ImageOps.exif_transpose(img), mode)  # phones store portraits rotated, plus an EXIF tag
+            img = to_8bit(ImageOps.exif_transpose(img), mode)  # phones store portraits rotated, plus an EXIF tag
             return np.asarray(ImageOps.fit(img, (size, size), Image.Resampling.BILINEAR))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None

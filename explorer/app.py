@@ -13,9 +13,7 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from explorer.ui import PAGES  # noqa: E402
+from explorer.ui import PAGES, page_path  # noqa: E402
 
-st.set_page_config(page_title="DDPM Explorer", page_icon="🌫️", layout="wide")
-st.navigation(
-    [st.Page(str(ROOT / "pages" / p.file), title=p.title, icon=p.icon, default=p.default) for p in PAGES]
-).run()
+st.set_page_config(page_title="DDPM Explorer", page_icon=":material/blur_on:", layout="wide")
+st.navigation([st.Page(page_path(p), title=p.title, icon=p.icon, default=p.default) for p in PAGES]).run()

@@ -24,7 +24,9 @@ class PageInfo:
 
 
 PAGES: list[PageInfo] = [
-    PageInfo("home.py", "Home", "🏠", "What DDPM is and how this tool is laid out.", default=True),
+    PageInfo("home.py", "Home", ":material/home:", "What DDPM is and how this tool is laid out.", default=True),
+    PageInfo("forward.py", "Forward process", ":material/blur_on:", "Slide over t and watch data being noised."),
+    PageInfo("schedules.py", "Schedules", ":material/show_chart:", "Compare noise schedules."),
 ]
 
 # The four parts of the tool; a part links to its page once that page is in PAGES.
@@ -46,3 +48,8 @@ def device_description() -> str:
 
 def page_for(title: str) -> PageInfo | None:
     return next((p for p in PAGES if p.title == title), None)
+
+
+def page_path(page: PageInfo) -> str:
+    """The page file's absolute path, as st.Page and st.page_link take it."""
+    return str(ROOT / "pages" / page.file)

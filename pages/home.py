@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from explorer.ui import PARTS, RUNS_DIR, device_description, page_for
+from explorer.ui import PARTS, RUNS_DIR, device_description, page_for, page_path
 
 st.title("DDPM Explorer")
 st.markdown(
@@ -35,7 +35,7 @@ st.header("The four parts of the tool")
 for title, text in PARTS:
     page = page_for(title)
     if page is not None:
-        st.page_link(f"pages/{page.file}", label=f"**{title}** — {text}", icon=page.icon)
+        st.page_link(page_path(page), label=f"**{title}** — {text}", icon=page.icon)
     else:
         st.markdown(f"**{title}** — {text} *(not in this build yet)*")
 

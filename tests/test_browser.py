@@ -2,19 +2,28 @@
 
 import pytest
 
+from explorer.ui import PAGES
 from tests.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.browser
 
 
 def wait_for_app(page) -> None:
+    """Until the script run has finished: the app is mounted and the status widget no longer says Running."""
     page.wait_for_selector("[data-testid='stApp']", timeout=30_000)
-    # The script has finished once the status widget stops saying it is running.
     page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
+        "() => { const w = document.querySelector('[data-testid=\"stStatusWidget\"]');"
+        " return !w || !w.innerText.includes('Running'); }",
         timeout=60_000,
     )
+
+
+# What shows that a page has finished drawing (its last, slowest element)
+READY = {"forward.py": "[data-testid='stImage'] img", "schedules.py": ".js-plotly-plot"}
+
+
+def url_path(file: str) -> str:
+    return "" if file == "home.py" else file.removesuffix(".py")
 
 
 def test_home_page_renders_with_equations_and_device(app_url, page):
@@ -22,7 +31,59 @@ def test_home_page_renders_with_equations_and_device(app_url, page):
     page.get_by_role("heading", name="DDPM Explorer").wait_for(timeout=60_000)
     wait_for_app(page)
     page.get_by_text("Device found").wait_for()
-    assert page.locator(".katex").count() >= 3  # the st.latex equations were typeset
+    page.locator(".katex").nth(2).wait_for(timeout=30_000)  # the three st.latex equations were typeset
+    assert page.locator("[data-testid='stException']").count() == 0
+
+
+@pytest.mark.parametrize("info", PAGES, ids=[p.file for p in PAGES])
+def test_every_page_renders_without_exception(app_url, page, info):
+    page.goto(f"{app_url}/{url_path(info.file)}")
+    page.get_by_role("heading", name=info.title if info.file != "home.py" else "DDPM Explorer").first.wait_for(
+        timeout=60_000
+    )
+    page.locator(".katex").first.wait_for(timeout=60_000)  # each page shows the equation it visualises
+    page.locator(READY.get(info.file, ".katex")).first.wait_for(timeout=60_000)
+    wait_for_app(page)
     assert page.locator("[data-testid='stException']").count() == 0
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"{info.file.removesuffix('.py')}.png"), full_page=True)
+
+
+def no_exception(page) -> None:
+    assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_moving_t_changes_the_noised_image(app_url, page):
+    page.goto(f"{app_url}/forward")
+    image = page.locator("[data-testid='stImage'] img").first
+    image.wait_for(timeout=60_000)
+    wait_for_app(page)
+    before = image.get_attribute("src")
+    slider = page.locator("input[type='range'][aria-label='t (index)']")
+    start = int(slider.get_attribute("value"))
+    slider.focus()
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function(
+        "([sel, src]) => { const i = document.querySelector(sel); return i && i.getAttribute('src') !== src; }",
+        arg=["[data-testid='stImage'] img", before],
+        timeout=30_000,
+    )
+    assert int(slider.get_attribute("value")) == start + 1
+    wait_for_app(page)
+    no_exception(page)
+
+
+def test_adding_a_schedule_adds_traces(app_url, page):
+    page.goto(f"{app_url}/schedules")
+    traces = page.locator(".js-plotly-plot .scatterlayer .trace")
+    traces.first.wait_for(timeout=60_000)
+    wait_for_app(page)
+    before = traces.count()
+    box = page.get_by_label("Schedules to compare")
+    box.fill("3")
+    box.press("Enter")
+    page.wait_for_function(
+        f"() => document.querySelectorAll('.js-plotly-plot .scatterlayer .trace').length > {before}", timeout=30_000
+    )
+    wait_for_app(page)
+    no_exception(page)

@@ -1,0 +1,149 @@
+"""Single images x_0 for the forward-process page: scikit-learn's sample photos, an uploaded PNG/JPEG, and which of
+torchvision's data sets are on disk. No Streamlit here.
+
+Every image comes out as a (C, H, W) float32 tensor in [-1, 1], C = 1 (grayscale) or 3 (RGB), square:
+
+    >>> sample_photo("china", size=64).shape          # (3, 64, 64)
+    >>> decode_image(uploaded_bytes, size=128, channels=1).shape   # (1, 128, 128), or ImageError saying why not
+    >>> [d.name for d in datasets_on_disk("data") if d.present]    # e.g. ["mnist"]
+
+Whatever a user can get wrong (a file that is not an image, a truncated one, a decompression bomb) raises ImageError,
+whose message is meant to be shown as it is.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+
+from ddpm_core.data import TORCHVISION_SETS, expected_files, one_line, to_8bit
+
+SAMPLE_PHOTOS = ("china", "flower")  # scikit-learn's load_sample_images, shipped with the package: works offline
+RESOLUTIONS = (32, 64, 128, 256)  # the sizes the page offers; any 1 … MAX_SIZE works here
+MAX_SIZE = 1024
+MAX_UPLOAD_BYTES = 10 * 2**20  # as .streamlit/config.toml's server.maxUploadSize = 10 (MB)
+MAX_PIXELS = 40_000_000  # refused from the header alone, before a pixel is decoded (a 40 MP RGBA image is 160 MB)
+UPLOAD_FORMATS = ("PNG", "JPEG")
+
+
+class ImageError(ValueError):
+    """An image cannot be used; the message tells the user why (shown as-is in the UI, no traceback)."""
+
+
+def _check_size(size, channels) -> None:
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_SIZE:
+        raise ImageError(f"size must be an integer from 1 to {MAX_SIZE}, got {size!r}")
+    if channels not in (1, 3):
+        raise ImageError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+
+
+def image_to_tensor(img: Image.Image, size: int, channels: int = 3) -> Tensor:
+    """A PIL image → (channels, size, size) float32 in [-1, 1]: 0 ↦ -1, 255 ↦ 1.
+
+    In order: EXIF orientation applied (phones store portraits rotated, plus a tag); 16-bit scaled to 8 bits;
+    transparency composited on white; converted to grayscale (luma) or RGB; centre-cropped to a square and resized
+    (Lanczos) to size × size — a 1×1 image becomes a flat square.
+    """
+    _check_size(size, channels)
+    img = to_8bit(ImageOps.exif_transpose(img), "L" if channels == 1 else "RGB")
+    img = ImageOps.fit(img, (size, size), Image.Resampling.LANCZOS)
+    pixels = np.asarray(img, dtype=np.float32).reshape(size, size, channels)  # (H, W, C)
+    return torch.from_numpy(pixels / 127.5 - 1).permute(2, 0, 1).clamp(-1, 1).contiguous()
+
+
+def decode_image(data: bytes, size: int, channels: int = 3) -> Tensor:
+    """An uploaded PNG or JPEG file's bytes → (channels, size, size) float32 in [-1, 1] (see image_to_tensor).
+
+    The header is read first: anything but PNG/JPEG, or more than MAX_PIXELS pixels (a decompression bomb: a small
+    file that claims a huge picture), is refused before any pixel is decoded. Large JPEGs decode at a reduced scale.
+
+    Raises:
+        ImageError: empty or too large a file, not a PNG/JPEG image, too many pixels, truncated or corrupt data.
+    """
+    _check_size(size, channels)
+    if not data:
+        raise ImageError("the file is empty")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise ImageError(f"the file is {len(data) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
+    try:
+        with warnings.catch_warnings():  # PIL warns above 89 MP; MAX_PIXELS refuses those below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS)  # reads the header only
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"the image is far too large ({one_line(err)}); the limit is {MAX_PIXELS:,} pixels") from err
+    except (OSError, ValueError, SyntaxError) as err:  # UnidentifiedImageError is an OSError
+        raise ImageError("this file is not a PNG or JPEG image (or it is damaged beyond reading)") from err
+    with img:
+        width, height = img.size
+        if width * height > MAX_PIXELS:
+            raise ImageError(
+                f"the image is {width:,} × {height:,} = {width * height / 1e6:,.0f} megapixels; the limit is "
+                f"{MAX_PIXELS / 1e6:.0f} megapixels"
+            )
+        try:
+            img.draft(None, (size, size))  # JPEG: let the decoder downscale by 2, 4 or 8 (a no-op for PNG)
+            img.load()
+            return image_to_tensor(img, size, channels)
+        except ImageError:
+            raise
+        except Exception as err:  # PIL's decoders raise OSError, SyntaxError, EOFError, struct.error… by format
+            raise ImageError(f"the {img.format} file could not be decoded: it may be truncated or corrupt "
+                             f"({one_line(err, 160)})") from err  # fmt: skip
+
+
+def sample_photo(name: str, size: int = 64, channels: int = 3) -> Tensor:
+    """One of scikit-learn's sample photos (SAMPLE_PHOTOS; 640 × 427 JPEGs) → (channels, size, size) in [-1, 1]."""
+    if name not in SAMPLE_PHOTOS:
+        raise ImageError(f"unknown sample photo {name!r}; valid names: {', '.join(SAMPLE_PHOTOS)}")
+    from sklearn.datasets import load_sample_image  # sklearn takes a second to import; only the photos need it
+
+    return image_to_tensor(Image.fromarray(load_sample_image(f"{name}.jpg")), size, channels)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# torchvision's data sets: present on disk or not, and how to get them.
+
+
+@dataclass(frozen=True)
+class OnDisk:
+    """Whether one of torchvision's data sets can be loaded from data_root without downloading."""
+
+    name: str  # as load_dataset knows it: "mnist", "fashion_mnist", "cifar10"
+    title: str  # "MNIST", "Fashion-MNIST", "CIFAR-10"
+    where: Path  # the folder torchvision reads
+    missing: tuple[str, ...]  # file names not found there
+
+    @property
+    def present(self) -> bool:
+        return not self.missing
+
+    def how_to_get(self) -> str:
+        """What to do when the files are missing: one paragraph, Markdown."""
+        return (
+            f"{self.title} is not on disk: `{self.where}` lacks {', '.join(self.missing)}. Download it once (needs "
+            f"internet) with `python -m ddpm_core.train --dataset {self.name} --data-root {self.where.parent} "
+            "--download` (it then starts training: stop it with Ctrl+C), or copy torchvision's files into that "
+            "folder."
+        )
+
+
+def datasets_on_disk(data_root: str | Path = "data") -> list[OnDisk]:
+    """MNIST, Fashion-MNIST and CIFAR-10 under data_root: the files torchvision's loaders check for, present or not.
+
+    Only file names are checked (no reading, no network): load_dataset(name, data_root=…) reports damaged files.
+    """
+    from torchvision import datasets  # a second to import; only this listing needs it
+
+    root = Path(data_root).expanduser()
+    found = []
+    for name, (cls_name, title) in TORCHVISION_SETS.items():
+        where, files = expected_files(getattr(datasets, cls_name), root)
+        found.append(OnDisk(name, title, where, tuple(f for f in files if not (where / f).is_file())))
+    return found

@@ -1,0 +1,95 @@
+"""Forward process: slide over t and watch x_0 (an image or a 2D cloud) become x_t, with one fixed ε."""
+
+import streamlit as st
+
+from ddpm_core.data import POINT_DATASETS
+from ddpm_core.forward import MAX_CHAIN_STEPS, STRIP_LENGTH
+from explorer import forward_widgets as fw
+from explorer.widgets import schedule_picker
+
+st.title("Forward process")
+st.markdown(
+    r"""
+The forward process adds Gaussian noise in $T$ small steps,
+$q(x_t \mid x_{t-1}) = \mathcal{N}(\sqrt{1-\beta_t}\,x_{t-1}, \beta_t I)$, and any $x_t$ can be drawn from $x_0$
+in one shot. Here the noise $\epsilon$ is drawn **once**, from the seed: moving $t$ changes only how much of it is
+mixed in.
+"""
+)
+schedule = schedule_picker()
+if schedule is None:
+    st.stop()  # the picker has said which value is wrong
+sched = fw.schedule_key(schedule)
+
+left, right = st.columns([1, 2])
+mode = left.radio("Data", ["image", "points"], key="mode", horizontal=True,
+                  format_func={"image": "an image", "points": "a 2D point cloud"}.get)  # fmt: skip
+seed = left.number_input("Noise seed", 0, 2**31 - 1, key="seed", help="ε ~ N(0, I) is drawn once from this seed")
+with right:
+    if mode == "image":
+        source = fw.image_source()
+    else:
+        toy = st.selectbox("2D toy", POINT_DATASETS, key="toy", format_func=lambda n: n.replace("_", " "))
+        source = fw.toy_source(toy)
+if source is None:
+    st.stop()  # image_source has said why (no upload yet, data set not on disk, unreadable file)
+
+t = fw.t_picker(schedule.T)
+st.caption(
+    f"t is the index 0 … {schedule.T - 1} of the schedule's tensors; the paper's t is index + 1 "
+    f"(index 0 is x₁, one step of noise; index {schedule.T - 1} is x_T)."
+)
+picture, frame = fw.frame(sched, source.id, t, seed, _x0=source.x0)
+r = frame.readout
+
+view, numbers = st.columns([3, 2])
+with view:
+    if mode == "image":
+        shape = "×".join(map(str, source.x0.shape))
+        st.image(picture, output_format="PNG", caption=f"x_t at t = {t}: {shape} values, shown clipped to [-1, 1]")
+    else:
+        st.plotly_chart(fw.cloud_figure(source.x0, frame.x_t), key="cloud")
+with numbers:
+    st.latex(r"x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\qquad \epsilon\sim\mathcal{N}(0, I)")
+    st.latex(rf"x_{{{t}}} = {r.sqrt_alpha_bar:.4f}\,x_0 + {r.sqrt_one_minus_alpha_bar:.4f}\,\epsilon")
+    cols = [c for _ in range(2) for c in st.columns(2)]  # 2 × 2: four metrics in a row get cut off
+    cols[0].metric("ᾱ_t", f"{r.alpha_bar:.4g}", help="How much of x_0's power is left")
+    cols[1].metric("√ᾱ_t", f"{r.sqrt_alpha_bar:.4g}", help="The weight of x_0 in x_t")
+    cols[2].metric("SNR_t", f"{r.snr:.4g}", help="ᾱ_t / (1 − ᾱ_t): signal power over noise power")
+    cols[3].metric("log-SNR", f"{r.log_snr:.3f}", help="ln SNR_t, the natural log")
+    st.plotly_chart(fw.histogram_figure(frame.histogram), key="histogram")
+
+st.subheader(f"x_t at {STRIP_LENGTH} values of t")
+strip, png, ts = fw.strip_row(sched, source.id, seed, _x0=source.x0)
+st.image(strip, output_format="PNG", caption=f"the same x_0 and the same ε at t = {', '.join(map(str, ts))}")
+st.download_button("Download the strip (PNG)", png, file_name="forward_strip.png", mime="image/png",
+                   key="download_strip", on_click="ignore")  # fmt: skip
+
+st.subheader("Closed form vs chain")
+st.markdown(
+    r"""
+Steps compose: two steps of $x_t = \sqrt{\alpha_t}x_{t-1} + \sqrt{1-\alpha_t}\,\epsilon_{t-1}$ are one Gaussian step,
+because the sum of two independent Gaussian noises is Gaussian with the variances added:
+"""
+)
+st.latex(
+    r"""\begin{aligned}
+x_t &= \sqrt{\alpha_t}\, x_{t-1} + \sqrt{1-\alpha_t}\,\epsilon_{t-1}\\
+&= \sqrt{\alpha_t\alpha_{t-1}}\, x_{t-2} + \sqrt{\alpha_t(1-\alpha_{t-1})}\,\epsilon_{t-2}
+   + \sqrt{1-\alpha_t}\,\epsilon_{t-1}\\
+&= \sqrt{\alpha_t\alpha_{t-1}}\, x_{t-2} + \sqrt{1-\alpha_t\alpha_{t-1}}\,\bar\epsilon_t
+\quad\Longrightarrow\quad x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon
+\end{aligned}"""
+)
+if t + 1 > MAX_CHAIN_STEPS:
+    st.info(f"The chain to t = {t} would take {t + 1:,} steps; pick t < {MAX_CHAIN_STEPS:,} to run it here.")
+else:
+    fw.show_chain(fw.chain(sched, source.id, t, seed, _x0=source.x0), len(source.x0) if mode == "points" else None)
+
+with st.expander("Compare schedules: the same x_0 and the same ε"):
+    n = st.slider("Schedules", 2, 4, 2, key="n_compare")
+    for i, default in enumerate(["linear", "cosine", "sigmoid", "scaled_linear"][:n], start=1):
+        other = schedule_picker(key=f"cmp{i}.", default=default, label=f"Schedule {i}")
+        if other is not None:  # else the picker has shown the error; the other rows still show
+            row, _, _ = fw.strip_row(fw.schedule_key(other), source.id, seed, _x0=source.x0)
+            st.image(row, output_format="PNG", caption=repr(other))

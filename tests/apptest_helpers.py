@@ -1,0 +1,22 @@
+"""AppTest helpers shared by the page tests: open a page of the real app, rerun and fail on any exception."""
+
+from __future__ import annotations
+
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT
+
+
+def rerun(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def open_page(file: str) -> AppTest:
+    """The app started from explorer/app.py (as `streamlit run` does), then switched to pages/<file>; the timeout
+    allows for torch's import."""
+    at = AppTest.from_file(str(ROOT / "explorer" / "app.py"), default_timeout=60)
+    rerun(at)
+    at.switch_page(str(ROOT / "pages" / file))
+    return rerun(at)

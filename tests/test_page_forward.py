@@ -1,0 +1,179 @@
+"""The Forward process page through Streamlit's AppTest: widgets found by key, never by position."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from tests.apptest_helpers import open_page, rerun
+
+
+@pytest.fixture
+def at() -> AppTest:
+    return open_page("forward.py")
+
+
+def _metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def _images(at: AppTest) -> list[str]:
+    return [url for image in at.image for url in image.value]
+
+
+def _array(trace_values) -> np.ndarray:
+    """A plotly trace's x or y as JSON: a list, or {"dtype", "bdata": base64} for typed arrays."""
+    if isinstance(trace_values, dict):
+        return np.frombuffer(base64.b64decode(trace_values["bdata"]), dtype=trace_values["dtype"])
+    return np.asarray(trace_values, dtype=float)
+
+
+def _charts(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def test_the_page_renders_x_t_its_numbers_and_the_strip(at):
+    assert at.title[0].value == "Forward process"
+    assert at.slider(key="t").value == 250 and at.number_input(key="t_number").value == 250
+    assert set(_metrics(at)) == {"ᾱ_t", "√ᾱ_t", "SNR_t", "log-SNR"}
+    latex = " ".join(e.value for e in at.latex)
+    assert r"\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon" in latex
+    assert r"\sqrt{\alpha_t\alpha_{t-1}}\, x_{t-2}" in latex  # the two-step derivation
+    assert any("index + 1" in c.value for c in at.caption)
+    assert len(_images(at)) >= 4  # x_t, the strip, chain and closed form, the compared schedules
+    assert "std" in " ".join(m.value for m in at.markdown)  # the chain-vs-closed table
+    assert at.download_button(key="download_strip").label.startswith("Download")
+    histogram = _charts(at)[0]
+    assert histogram["layout"]["xaxis"]["range"] == [-4, 4] and len(histogram["data"]) == 2
+
+
+def test_moving_t_changes_x_t_and_the_readouts_and_the_number_input_follows(at):
+    before_images, before = _images(at), _metrics(at)
+    at.slider(key="t").set_value(900)
+    rerun(at)
+    assert at.number_input(key="t_number").value == 900
+    after = _metrics(at)
+    assert all(after[k] != before[k] for k in before)
+    assert float(after["ᾱ_t"]) < float(before["ᾱ_t"])
+    assert _images(at)[0] != before_images[0]
+    assert _images(at)[1] == before_images[1]  # the strip does not depend on t
+    at.number_input(key="t_number").set_value(10)
+    rerun(at)
+    assert at.slider(key="t").value == 10 and float(_metrics(at)["ᾱ_t"]) > float(before["ᾱ_t"])
+
+
+@pytest.mark.parametrize(("key", "value"), [("linear.beta_start", -1.0), ("T", 1)])
+def test_a_bad_schedule_parameter_shows_an_error_and_stops_the_page(at, key, value):
+    at.slider(key="t").set_value(400)
+    rerun(at)
+    at.number_input(key=key).set_value(value)
+    rerun(at)
+    assert at.error and not at.metric and not at.image
+    good, t = (100, 99) if key == "T" else (0.0001, 400)  # t is kept, within the new T
+    at.number_input(key=key).set_value(good)
+    rerun(at)
+    assert not at.error and at.metric and at.slider(key="t").value == at.number_input(key="t_number").value == t
+
+
+def test_the_2d_mode_noises_a_point_cloud_on_fixed_axes(at):
+    at.radio(key="mode").set_value("points")
+    rerun(at)
+    at.selectbox(key="toy").set_value("8gaussians")
+    rerun(at)
+    cloud = _charts(at)[0]
+    assert cloud["layout"]["xaxis"]["range"] == [-4, 4] and cloud["layout"]["yaxis"]["range"] == [-4, 4]
+    names = [trace["name"] for trace in cloud["data"]]
+    assert names == ["x_0", "x_t"]
+    at.slider(key="t").set_value(999)
+    rerun(at)
+    moved = _charts(at)[0]["data"]
+    assert moved[0] == cloud["data"][0] and moved[1] != cloud["data"][1]  # x_0 stays, x_t moves
+    x_t = np.stack([_array(moved[1]["x"]), _array(moved[1]["y"])], 1)
+    assert x_t.shape == (2000, 2) and abs(x_t.std() - 1) < 0.1  # at t = T: N(0, I)
+
+
+def test_compare_schedules_shows_one_row_per_schedule(at):
+    rows = len(_images(at))
+    at.slider(key="n_compare").set_value(4)
+    rerun(at)
+    assert len(_images(at)) == rows + 2
+    compared = _images(at)[-4:]
+    assert len(set(compared)) == 4  # the same x_0 and ε, four schedules: four different strips
+    assert at.selectbox(key="cmp4.schedule").value == "scaled_linear"
+    captions = [c for image in at.image for c in image.captions]
+    assert any("cosine" in c for c in captions) and any("sigmoid" in c for c in captions)
+    at.number_input(key="cmp2.T").set_value(1)
+    rerun(at)
+    assert len(at.error) == 1 and len(_images(at)) == rows + 1  # the bad row says so; the others stay
+
+
+def _png(img: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_upload_decodes_a_png_and_refuses_a_broken_file(at):
+    at.selectbox(key="source").set_value("upload")
+    rerun(at)
+    assert any("Upload" in i.value for i in at.info) and not at.image
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 80, 4), dtype=np.uint8), "RGBA")
+    at.file_uploader(key="upload").upload("photo.png", _png(picture), "image/png")
+    at.selectbox(key="resolution").set_value(32)
+    rerun(at)
+    assert not at.error and at.image and "3×32×32" in at.image[0].captions[0]
+    at.file_uploader(key="upload").set_value(("broken.png", b"\x89PNG\r\n\x1a\n not really", "image/png"))
+    rerun(at)
+    assert "Cannot use broken.png" in at.error[0].value and not at.metric
+
+
+def _write_mnist(raw) -> None:
+    """The four idx files torchvision's MNIST reads: magic 0x0800 + d, the d sizes (big-endian uint32), the bytes."""
+    raw.mkdir(parents=True)
+    for split, n in (("train", 5), ("t10k", 2)):
+        for kind, array in (
+            ("images-idx3", np.full((n, 28, 28), 200, np.uint8)),
+            ("labels-idx1", np.zeros(n, np.uint8)),
+        ):
+            header = struct.pack(f">{1 + array.ndim}I", 0x0800 + array.ndim, *array.shape)
+            (raw / f"{split}-{kind}-ubyte").write_bytes(header + array.tobytes())
+
+
+def test_other_sources_a_photo_and_a_data_set_that_is_not_on_disk(at, tmp_path):
+    at.selectbox(key="source").set_value("photo")
+    rerun(at)
+    at.selectbox(key="photo").set_value("flower")
+    at.radio(key="channels").set_value(1)
+    rerun(at)
+    assert "1×64×64" in at.image[0].captions[0]
+    at.selectbox(key="source").set_value("dataset")
+    rerun(at)
+    at.text_input(key="data_root").set_value(str(tmp_path))
+    rerun(at)
+    assert "--download" in at.info[0].value and not at.error and not at.image
+    _write_mnist(tmp_path / "MNIST" / "raw")
+    rerun(at)
+    at.number_input(key="image_index").set_value(3)
+    rerun(at)
+    assert not at.info and "1×28×28" in at.image[0].captions[0]
+    at.selectbox(key="source").set_value("digits")
+    rerun(at)
+    at.toggle(key="random_digit").set_value(True)
+    rerun(at)
+    assert at.image and "Digit **#" in " ".join(m.value for m in at.markdown)
+
+
+def test_a_chain_too_long_to_run_says_so_and_the_rest_still_shows(at):
+    at.number_input(key="T").set_value(30_000)
+    rerun(at)
+    at.slider(key="t").set_value(25_000)
+    rerun(at)
+    assert any("25,001 steps" in i.value for i in at.info) and not at.error
+    assert at.download_button(key="download_strip") and at.selectbox(key="cmp2.schedule")
