@@ -87,3 +87,27 @@ def test_adding_a_schedule_adds_traces(app_url, page):
     )
     wait_for_app(page)
     no_exception(page)
+
+
+def test_a_bad_upload_is_rejected_and_a_good_one_is_noised(app_url, page, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    good, bad = tmp_path / "photo.png", tmp_path / "broken.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 90, 3), dtype=np.uint8)).save(good)
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 20)
+    page.goto(f"{app_url}/forward")
+    page.locator("[data-testid='stImage'] img").first.wait_for(timeout=60_000)
+    wait_for_app(page)
+    page.locator("[data-testid='stSelectbox']").filter(has_text="Image").last.click()
+    page.get_by_role("option", name="Upload an image (PNG or JPEG)").click()
+    uploader = page.locator("input[type='file']")
+    uploader.wait_for(state="attached", timeout=30_000)
+    uploader.set_input_files(str(bad))
+    page.locator("[data-testid='stAlert']").filter(has_text="broken.png").wait_for(timeout=30_000)
+    no_exception(page)
+    uploader.set_input_files(str(good))
+    page.locator("[data-testid='stImage'] img").first.wait_for(timeout=30_000)
+    wait_for_app(page)
+    assert page.locator("[data-testid='stAlert']").filter(has_text="broken.png").count() == 0
+    no_exception(page)
