@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import streamlit as st
 from ddpm_core.devices import describe_device, resolve_device
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNS_DIR = Path(os.environ.get("DDPM_EXPLORER_RUNS", ROOT / "runs"))
 
 
 @dataclass(frozen=True)
@@ -27,6 +25,8 @@ PAGES: list[PageInfo] = [
     PageInfo("home.py", "Home", ":material/home:", "What DDPM is and how this tool is laid out.", default=True),
     PageInfo("forward.py", "Forward process", ":material/blur_on:", "Slide over t and watch data being noised."),
     PageInfo("schedules.py", "Schedules", ":material/show_chart:", "Compare noise schedules."),
+    PageInfo("train.py", "Train", ":material/model_training:", "Train ε_θ and watch the loss live."),
+    PageInfo("sample.py", "Sample", ":material/auto_awesome:", "Sample from a model and watch the trajectory."),
 ]
 
 # The four parts of the tool; a part links to its page once that page is in PAGES.

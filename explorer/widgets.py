@@ -35,7 +35,9 @@ def schedule_picker(
                         format_func=lambda n: n.replace("_", " "), help="The family of β_1 … β_T")  # fmt: skip
     family = SCHEDULES[name]
     cells = _grid(1 + len(family.defaults), per_row=3 if columns else 1)
-    T = cells[0].number_input("T (steps)", value=default_T, step=1, key=f"{key}T", help="Number of diffusion steps")
+    # a value set through session state (a recipe) must not meet a default too: Streamlit warns about both
+    start = {} if f"{key}T" in st.session_state else {"value": default_T}
+    T = cells[0].number_input("T (steps)", step=1, key=f"{key}T", help="Number of diffusion steps", **start)
     params = {}
     for cell, (param, value) in zip(cells[1:], family.defaults.items(), strict=True):
         # keyed per family: linear's β_end must not leak into scaled_linear's, whose default differs

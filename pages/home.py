@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from explorer.ui import PARTS, RUNS_DIR, device_description, page_for, page_path
+from explorer.jobs import runs_root
+from explorer.ui import PARTS, device_description, page_for, page_path
 
 st.title("DDPM Explorer")
 st.markdown(
@@ -43,7 +44,7 @@ st.header("This machine")
 st.markdown(f"Device found: **{device_description()}**")
 st.markdown(
     f"""
-Training runs live in `{RUNS_DIR}/<run name>/`, one folder per run, which is all the app reads:
+Training runs live in `{runs_root()}/<run name>/`, one folder per run, which is all the app reads:
 `config.json` (the settings), `metrics.jsonl` (loss as it trains), `status.json` (running, done, stopped or failed),
 `model.safetensors` and `ema.safetensors` (weights) and `previews/` (sample grids). Bundled models are in
 `assets/checkpoints/`.

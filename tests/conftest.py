@@ -57,7 +57,8 @@ def _free_port() -> int:
 def app_url(tmp_path_factory):
     """Start the app as a user would, wait for /_stcore/health, and stop it after the session."""
     port = _free_port()
-    env = {**os.environ, "DDPM_EXPLORER_RUNS": str(tmp_path_factory.mktemp("runs"))}
+    # one torch thread: on a 2-core machine shared with the test process, OpenMP threads spin against each other
+    env = {**os.environ, "DDPM_EXPLORER_RUNS": str(tmp_path_factory.mktemp("runs")), "OMP_NUM_THREADS": "1"}
     log = open(tmp_path_factory.mktemp("streamlit") / "server.log", "w+")  # noqa: SIM115
     proc = subprocess.Popen(
         [

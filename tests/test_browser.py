@@ -1,5 +1,7 @@
 """The real app in a real browser: `streamlit run` + Debian chromium driven by Playwright."""
 
+import time
+
 import pytest
 
 from explorer.ui import PAGES
@@ -110,4 +112,58 @@ def test_a_bad_upload_is_rejected_and_a_good_one_is_noised(app_url, page, tmp_pa
     page.locator("[data-testid='stImage'] img").first.wait_for(timeout=30_000)
     wait_for_app(page)
     assert page.locator("[data-testid='stAlert']").filter(has_text="broken.png").count() == 0
+    no_exception(page)
+
+
+def test_sampling_digits_shows_an_animated_gif(app_url, page):
+    page.goto(f"{app_url}/sample")
+    page.locator(".katex").first.wait_for(timeout=60_000)
+    wait_for_app(page)
+    page.get_by_text("DDIM", exact=True).first.click()
+    steps = page.get_by_role("spinbutton", name="Steps")
+    steps.wait_for(timeout=30_000)
+    wait_for_app(page)
+    steps.fill("20")
+    steps.press("Enter")
+    wait_for_app(page)
+    page.get_by_role("button", name="Generate").click()
+    gif = page.locator("img[src^='data:image/gif']")
+    gif.wait_for(timeout=120_000)
+    wait_for_app(page)
+    no_exception(page)
+    assert gif.evaluate("i => i.naturalWidth") <= 1460
+    gif.scroll_into_view_if_needed()
+    first, deadline = gif.screenshot(), time.monotonic() + 10
+    while gif.screenshot() == first:  # each screenshot takes ~50-100 ms: a poll, not a sleep
+        assert time.monotonic() < deadline, "the GIF is frozen on its first frame"
+    page.get_by_text("Download the GIF").wait_for()
+    page.get_by_text("Download the samples (PNG)").wait_for()
+
+
+LOSS_POINTS = """() => { const p = [...document.querySelectorAll('.js-plotly-plot')]
+    .find(p => p.layout && p.layout.title && p.layout.title.text.includes('Training loss'));
+    return p ? p.data[0].x.length : 0; }"""
+
+
+def test_a_training_run_updates_its_loss_live_and_stops(app_url, page):
+    page.set_viewport_size({"width": 1400, "height": 3200})  # the app scrolls inside its own container
+    page.goto(f"{app_url}/train")
+    page.locator(".katex").first.wait_for(timeout=60_000)
+    wait_for_app(page)
+    for label, value in (("Steps", 3000), ("Width (base channels)", 8)):
+        box = page.get_by_label(label, exact=True)
+        box.fill(str(value))
+        box.press("Enter")
+        wait_for_app(page)
+    name = page.get_by_label("Run name")
+    name.fill("browser-run")
+    name.press("Enter")
+    wait_for_app(page)
+    page.get_by_role("button", name="Launch").click()
+    page.get_by_text("Launched browser-run").wait_for(timeout=30_000)
+    page.wait_for_function(f"() => ({LOSS_POINTS})() >= 1", timeout=120_000)
+    page.wait_for_function(f"() => ({LOSS_POINTS})() >= 3", timeout=120_000)  # the chart updated at least twice
+    page.get_by_role("button", name="Stop").click()
+    page.get_by_text("browser-run — stopped").first.wait_for(timeout=60_000)
+    page.get_by_role("button", name="Resume").wait_for(timeout=60_000)
     no_exception(page)

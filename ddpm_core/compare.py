@@ -1,0 +1,117 @@
+"""DDPM vs DDIM: one model, one seed, several samplers and step counts, side by side.
+
+Every cell starts from the same x_T ~ N(0, I) (the seed draws it first), so the cells differ only by the sampler:
+DDPM's ancestral steps (Ho et al. 2020, Algorithm 2) over all T steps, or DDIM's strided steps (Song et al. 2021,
+eq. 12) over a few. Each cell keeps its final samples, the number of steps, the wall time and, when asked, a quality
+metric of the samples.
+
+    >>> settings = [SamplerSetting("ddpm", 1000), SamplerSetting("ddim", 50), SamplerSetting("ddim", 10)]
+    >>> cells = compare_samplers(model, diffusion, (1, 8, 8), settings, n=64, seed=0)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import get_args
+
+from torch import Tensor, nn
+
+from ddpm_core.diffusion import Diffusion, VarianceType
+from ddpm_core.sample import Sampler, check_sampler_args, sample
+
+DDIM_STEPS = (250, 100, 50, 20, 10)  # the step counts offered next to DDPM's T
+CHEAP_DDIM_STEPS = (50, 20, 10)  # the default on a CPU: seconds, not minutes
+_LABEL = re.compile(r"^(ddpm|ddim)-(\d+)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class SamplerSetting:
+    """One cell of the grid: a sampler and its number of steps (DDPM normally takes all T)."""
+
+    sampler: Sampler
+    steps: int
+
+    def __post_init__(self):
+        if self.sampler not in get_args(Sampler):
+            raise ValueError(f"unknown sampler {self.sampler!r}; valid values: {', '.join(get_args(Sampler))}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
+
+    @property
+    def label(self) -> str:
+        """How the grid and the picker name the cell: "DDPM-1000", "DDIM-50"."""
+        return f"{self.sampler.upper()}-{self.steps}"
+
+    @classmethod
+    def from_label(cls, label: str) -> SamplerSetting:
+        """The inverse of label: "DDIM-50" → SamplerSetting("ddim", 50)."""
+        match = _LABEL.match(label.strip())
+        if not match:
+            raise ValueError(f"a sampler setting is written like DDPM-1000 or DDIM-50, got {label!r}")
+        return cls(match[1].lower(), int(match[2]))
+
+
+@dataclass
+class CellResult:
+    setting: SamplerSetting
+    steps: int  # the reverse steps actually taken
+    x_T: Tensor  # (N, ...) the starting noise, on the CPU: the same in every cell of one grid
+    samples: Tensor  # (N, C, H, W) or (N, D) on the CPU, float32
+    wall_time: float  # seconds of sampling, the metric left out
+    metric: dict | None  # metric(samples), or None when none was given
+
+
+def standard_settings(T: int) -> list[SamplerSetting]:
+    """DDPM over all T steps, then DDIM at each of DDIM_STEPS below T (a schedule with T = 100 offers DDIM-50 …)."""
+    return [SamplerSetting("ddpm", T), *(SamplerSetting("ddim", s) for s in DDIM_STEPS if s < T)]
+
+
+def cheap_settings(T: int) -> list[SamplerSetting]:
+    """The default selection on a CPU: DDIM at CHEAP_DDIM_STEPS (those below T)."""
+    return [SamplerSetting("ddim", s) for s in CHEAP_DDIM_STEPS if s < T]
+
+
+def compare_samplers(
+    model: nn.Module,
+    diffusion: Diffusion,
+    shape: tuple[int, ...],
+    settings: Sequence[SamplerSetting],
+    n: int,
+    seed: int,
+    metric: Callable[[Tensor], dict] | None = None,
+    *,
+    eta: float = 0.0,
+    variance: VarianceType = "posterior",
+    clip_x0: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[CellResult]:
+    """Sample n of one sample shape (e.g. (1, 8, 8) or (2,)) with each setting, from the same x_T (the seed's).
+
+    eta applies to the DDIM cells (0: deterministic), variance (σ_t² = β_t or β̃_t) to the DDPM cells, clip_x0 to
+    all. metric(samples) → dict is called on each cell's samples (N, ...). progress(done, total) counts steps over
+    the whole grid. All settings are checked before any sampling: a bad one raises ValueError and nothing runs.
+    Returns one CellResult per setting, in order.
+    """
+    if not settings:
+        raise ValueError("compare_samplers needs at least one sampler setting")
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    totals = [check_sampler_args(diffusion, s.sampler, s.steps, eta) for s in settings]
+    cells, done = [], 0
+    for setting, total in zip(settings, totals, strict=True):
+
+        def step(k: int, _total: int, before: int = done) -> None:
+            if progress is not None:
+                progress(before + k, sum(totals))
+
+        result = sample(
+            model, diffusion, n, shape, sampler=setting.sampler, steps=setting.steps, eta=eta, variance=variance,
+            clip_x0=clip_x0, seed=seed, record_every=total + 1, progress=step,
+        )  # fmt: skip
+        x_T = result.trajectory[0].x_t  # record_every > steps keeps only x_T and x_0
+        scores = metric(result.samples) if metric is not None else None
+        cells.append(CellResult(setting, len(result.timesteps), x_T, result.samples, result.wall_time, scores))
+        done += total
+    return cells

@@ -1,0 +1,311 @@
+"""Widgets, figures and the live panel of the Train page (pages/train.py).
+
+The form's widget keys are TrainConfig's field names: a recipe fills them through st.session_state, and the config
+is built from them, so the page launches exactly what `python -m ddpm_core.train` would with the same flags.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+from plotly.colors import qualitative
+
+from ddpm_core import run_history as rh
+from ddpm_core import runs
+from ddpm_core.config import TrainConfig
+from ddpm_core.data import POINT_DATASETS
+from ddpm_core.devices import mps_available
+from ddpm_core.images import OnDisk, datasets_on_disk
+from ddpm_core.models import PRESETS
+from explorer.jobs import ROOT, JobRegistry, LaunchError
+from explorer.ui import device_description
+from explorer.widgets import schedule_picker
+
+REFRESH_S = 1.5  # the live panel rereads the run folder this often while the run trains
+COLORS = qualitative.Plotly
+DEFAULT_RECIPE = "CPU: digits in a minute"
+RECIPES: dict[str, dict] = {
+    DEFAULT_RECIPE: dict(dataset="digits", model="auto", image_size=0, T=1000, steps=1500, batch_size=128, lr=2e-3,
+                         warmup=100, ema_decay=0.999, preview_every=500, preview_n=64),
+    "2D: swiss roll in 20 s": dict(dataset="swiss_roll", model="auto", image_size=0, T=200, steps=1000,
+                                   batch_size=256, lr=5e-3, warmup=100, ema_decay=0.99, preview_every=250,
+                                   preview_n=1000),
+    "GPU: MNIST 32×32": dict(dataset="mnist", model="small", image_size=32, T=1000, steps=4000, batch_size=256,
+                             lr=2e-3, warmup=200, ema_decay=0.999, preview_every=1000, preview_n=64),
+}  # fmt: skip
+RECIPE_NOTES = {
+    DEFAULT_RECIPE: "The tiny UNet on scikit-learn's 8×8 digits: recognisable digits after a minute on a laptop CPU.",
+    "2D: swiss roll in 20 s": "A residual MLP learns a 2D point cloud; T = 200 steps are plenty in 2D, and a short "
+    "EMA (0.99) lets the preview show the roll after 1,000 steps.",
+    "GPU: MNIST 32×32": "The small UNet (6 M parameters) on MNIST padded to 32×32: a few minutes on a GPU.",
+}
+FORM = ("dataset", "data_root", "folder", "classes", "image_size", "model", "base_channels", "steps", "batch_size",
+        "lr", "warmup", "ema_decay", "seed", "device", "log_every", "preview_every", "preview_n", "preview_steps",
+        "checkpoint_every")  # fmt: skip
+TORCHVISION = ("mnist", "fashion_mnist", "cifar10")
+
+
+@st.cache_resource
+def registry() -> JobRegistry:
+    """One registry for every session: the limit on concurrent runs holds across browser tabs."""
+    return JobRegistry()
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def on_disk(data_root: str) -> dict[str, OnDisk]:
+    root = Path(data_root).expanduser()
+    return {d.name: d for d in datasets_on_disk(root if root.is_absolute() else ROOT / root)}  # the trainer's cwd
+
+
+def _apply_recipe() -> None:
+    st.session_state.update(RECIPES[st.session_state["recipe"]])
+
+
+def _init_state() -> None:
+    """Defaults for the form's keys: TrainConfig's, then the default recipe's (a first visit, or after the page's
+    widgets were dropped by a visit to another page)."""
+    defaults = {**TrainConfig().to_dict(), "classes": "", **RECIPES[DEFAULT_RECIPE]}
+    for key in FORM:  # not T: the schedule picker's own default (1000) is the default recipe's
+        st.session_state.setdefault(key, defaults[key])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The form
+
+
+def recipe_picker() -> None:
+    _init_state()
+    left, right = st.columns([1, 2])
+    name = left.selectbox("Recipe", list(RECIPES), key="recipe", on_change=_apply_recipe,
+                          help="Fills the settings below; change any of them afterwards")  # fmt: skip
+    right.caption(RECIPE_NOTES[name])
+    if RECIPES[name]["dataset"] in TORCHVISION:
+        missing = [] if torch.cuda.is_available() else ["a CUDA GPU (none found: on this CPU it would take hours)"]
+        found = on_disk(st.session_state["data_root"])[RECIPES[name]["dataset"]]
+        if not found.present:
+            missing.insert(0, f"{found.title} on disk (not under `{found.where}`)")
+        if missing:
+            right.warning(f"This recipe needs {' and '.join(missing)}.")
+
+
+def _dataset_widgets() -> bool:
+    """Data set, data root, folder, class subset; False after an st.info when the data set is not on disk."""
+    found = on_disk(st.session_state["data_root"])
+    chosen = st.session_state.get("dataset")
+    shown = [n for n in TORCHVISION if found[n].present or n == chosen]  # MNIST & co. only when on disk
+    options = ["digits", *POINT_DATASETS, *shown, "folder"]
+    if chosen not in options:
+        st.session_state["dataset"] = "digits"
+    name = st.selectbox("Data set", options, key="dataset", format_func=lambda n: _dataset_label(n, found))
+    if name in TORCHVISION or name == "folder":
+        st.text_input("Data root", key="data_root", help="The folder torchvision's files live in")
+    if name == "folder":
+        st.text_input("Image folder", key="folder", help="Images, or one subfolder of images per class")
+    if name not in POINT_DATASETS:
+        st.text_input("Classes", key="classes", placeholder="all", help="Keep a subset: e.g. 3,5 or ship,truck")
+    if name in found and not found[name].present:
+        st.info(found[name].how_to_get())
+        return False
+    return True
+
+
+def _dataset_label(name: str, found: dict[str, OnDisk]) -> str:
+    if name in found:
+        return found[name].title + ("" if found[name].present else " (not on disk)")
+    return {"digits": "digits (8×8, embedded)", "folder": "a folder of images"}.get(name, name.replace("_", " "))
+
+
+def _model_widgets(points: bool) -> None:
+    options = ["auto", *(n for n, p in PRESETS.items() if (p.get("kind") == "mlp") == points)]
+    if st.session_state.get("model") not in options:
+        st.session_state["model"] = "auto"
+    auto = "auto (tiny UNet, or MLP for points)"
+    preset = st.selectbox("Model", options, key="model", format_func=lambda n: auto if n == "auto" else n)
+    p = PRESETS[preset if preset != "auto" else ("mlp" if points else "tiny")]
+    st.number_input("Width (base channels)", key="base_channels", step=8,
+                    help=f"0: the preset's, {p['base_channels']}. UNet widths are multiples of 8")  # fmt: skip
+    devices = ["auto", "cpu", "cuda", *(["mps"] if mps_available() else [])]
+    st.selectbox("Device", devices, key="device")
+    st.caption(f"Found: {device_description()}")
+
+
+def _optimiser_widgets() -> None:
+    st.number_input("Steps", key="steps", step=100, help="Optimiser steps")
+    st.number_input("Batch size", key="batch_size", step=16)
+    st.number_input("Learning rate", key="lr", step=1e-4, format="%g", help="AdamW, after the warm-up")
+    st.number_input("Warm-up steps", key="warmup", step=50, help="Linear lr ramp from 0")
+    st.number_input("EMA decay", key="ema_decay", step=0.001, format="%g", help="θ_ema ← d·θ_ema + (1 − d)·θ")
+    st.number_input("Seed", key="seed", step=1, help="Initial weights, data order and noise")
+
+
+def config_form() -> TrainConfig | None:
+    """The settings of a new run; None after an st.error (or st.info) that says what is wrong."""
+    data, model, optim = st.columns(3)
+    with data:
+        ready = _dataset_widgets()
+    with model:
+        _model_widgets(st.session_state["dataset"] in POINT_DATASETS)
+    with optim:
+        _optimiser_widgets()
+    with st.container(border=True):
+        schedule = schedule_picker()
+    with st.expander("More settings: image size, logging, previews, checkpoints"):
+        cells = st.columns(3) + st.columns(3)
+        cells[0].number_input("Image size", key="image_size", step=4, help="0: the data set's own; 32 pads MNIST")
+        cells[1].number_input("Log every", key="log_every", step=10, help="Steps between metrics lines")
+        cells[2].number_input("Checkpoint every", key="checkpoint_every", step=100, help="0: only at the end")
+        cells[3].number_input("Preview every", key="preview_every", step=100, help="Steps between previews")
+        cells[4].number_input("Preview samples", key="preview_n", step=16, help="Images in a grid, or 2D points")
+        cells[5].number_input("Preview DDIM steps", key="preview_steps", step=5)
+    if schedule is None or not ready:
+        return None
+    values = {k: st.session_state[k] for k in FORM}
+    values["classes"] = [c.strip() for c in str(values["classes"]).split(",") if c.strip()]
+    sched = {"schedule": schedule.name, "T": schedule.T, "schedule_params": schedule.params,
+             "rescale_zero_terminal_snr": schedule.rescale_zero_terminal_snr}  # fmt: skip
+    try:
+        return TrainConfig(**values, **sched)
+    except ValueError as e:
+        st.error(f"These settings cannot train: {e}")
+        return None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Figures
+
+
+def loss_figure(curves: list[tuple[str, list[int], list[float]]], smoothing: float, title: str) -> go.Figure:
+    """Each run's loss per log interval (faint) and its EMA-smoothed curve (bold), on a log axis."""
+    fig = go.Figure()
+    for i, (name, steps, losses) in enumerate(curves):
+        color = COLORS[i % len(COLORS)]
+        fig.add_scatter(x=steps, y=losses, mode="lines", name=f"{name} (raw)", legendgroup=name, opacity=0.35,
+                        line={"color": color, "width": 1})  # fmt: skip
+        fig.add_scatter(x=steps, y=rh.ema_smooth(losses, smoothing), mode="lines", name=f"{name} (smoothed)",
+                        legendgroup=name, line={"color": color, "width": 2.5})  # fmt: skip
+    fig.update_layout(title=title, height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10}, xaxis_title="step",
+                      yaxis={"type": "log", "title": "loss"}, hovermode="x unified",
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.25, "x": 0})  # fmt: skip
+    return fig
+
+
+def bucket_figure(buckets: list[float | None], T: int) -> go.Figure:
+    fig = go.Figure(go.Bar(x=rh.bucket_labels(T, len(buckets)), y=buckets, marker_color=COLORS[1]))
+    fig.update_layout(title="Loss per range of t (the last log intervals)", height=340, xaxis_title="t",
+                      yaxis_title="loss", margin={"l": 10, "r": 10, "t": 40, "b": 10})  # fmt: skip
+    return fig
+
+
+def previews(run_dir: Path, kinds: tuple[str, ...] = ("raw", "ema")) -> None:
+    found = rh.latest_previews(run_dir)
+    if found is None:
+        st.caption("No preview grid yet: the trainer samples one every “preview every” steps and at the end.")
+        return
+    label = {"raw": "raw weights", "ema": "EMA weights"}
+    for col, kind in zip(st.columns(len(kinds)), kinds, strict=True):
+        if (path := getattr(found, kind)) is None:
+            continue
+        try:
+            col.image(str(path), caption=f"{run_dir.name}: {label[kind]}, step {found.step:,}", width=320)
+        except OSError as e:  # not an image (PIL's UnidentifiedImageError), or gone
+            col.caption(f"{path.name} cannot be shown: {e}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The history table and the live panel of one run
+
+
+def history_table(root: Path, live: bool) -> None:
+    """One row per run folder; refreshed every 2 × REFRESH_S seconds while a run trains."""
+    st.fragment(run_every=2 * REFRESH_S if live else None)(_history_table)(root)
+
+
+def _history_table(root: Path) -> None:
+    table = pd.DataFrame([{**r.table_row(), "status": state_of(r)} for r in rh.history(root)])
+    st.dataframe(table, hide_index=True, column_config={"final loss": st.column_config.NumberColumn(format="%.4f")})
+
+
+def _our_process_alive(run_dir: Path) -> bool:
+    job = registry().job(run_dir)  # also records the end of a process of ours that died without a status
+    return job is not None and job.alive
+
+
+def state_of(row: rh.RunRow) -> str:
+    """The row's state, or "starting" while a process of ours runs for it but has not begun training (loading torch
+    and the data, or resuming): its status.json is missing, or still the previous process's."""
+    job = registry().job(row.path)
+    if job is None or not job.alive:
+        return row.state
+    return row.state if rh.read_status(row.path).get("pid") == job.process.pid else "starting"
+
+
+def run_panel(run_dir: Path, smoothing: float) -> None:
+    """The run's state, progress, loss curves and previews; while its process runs, a fragment rereads its folder
+    every REFRESH_S seconds."""
+    state = state_of(rh.history_row(run_dir))
+    live = state in ("starting", "running") or _our_process_alive(run_dir)
+    st.fragment(run_every=REFRESH_S if live else None)(_panel)(run_dir, smoothing, state if live else None)
+
+
+def _panel(run_dir: Path, smoothing: float, watched: str | None) -> None:
+    """watched: the state the last full run saw while the run was live; None when it was not."""
+    row, status, records = rh.history_row(run_dir), rh.read_status(run_dir), rh.read_records(run_dir)
+    state, busy = state_of(row), _our_process_alive(run_dir)
+    if watched is not None and (state != watched or not (busy or state == "running")):
+        st.rerun()  # started, ended or failed: redraw the whole page (picker, history, resume); stop polling at the end
+    about = " · ".join(str(status[k]) for k in ("model", "device") if isinstance(status.get(k), str))
+    st.markdown(f"**{row.name}** — {state}" + (f" · {about}" if about and state != "starting" else ""))
+    if state == "starting":
+        st.info("Starting: the trainer is loading torch and the data; it starts logging in a few seconds.")
+    elif state == "running":
+        _progress(status, records, run_dir)
+    elif state in ("failed", "interrupted", "unknown"):
+        _failure(row)
+    if state in ("done", "stopped", "failed", "interrupted") and not busy:  # not before its process has exited
+        _resume(row)
+    if records:
+        left, right = st.columns(2)
+        curve = [(row.name, *rh.loss_curve(records))]
+        left.plotly_chart(loss_figure(curve, smoothing, "Training loss"), key="live_loss")
+        if (buckets := rh.bucket_losses(records)) is not None:
+            T = rh.read_config(run_dir).get("T")
+            right.plotly_chart(bucket_figure(buckets, T if isinstance(T, int) else 1000), key="live_buckets")
+            right.caption("ε is hardest to predict at small t, where x_t is nearly clean and the noise is faint.")
+    previews(run_dir)
+
+
+def _progress(status: dict, records: list[dict], run_dir: Path) -> None:
+    p = rh.progress(status, records)
+    speed = f" · {p.images_per_s:,.0f} images/s" if p.images_per_s else ""
+    st.progress(p.fraction, text=f"step {p.step:,} / {p.total:,} · ETA {rh.format_duration(p.eta_s)}{speed}")
+    stopping = (run_dir / runs.STOP).exists()
+    if not stopping and st.button("Stop", key="stop", icon=":material/stop:", help="Checkpoint and stop cleanly"):
+        registry().stop(run_dir)
+        stopping = True
+    if stopping:
+        st.info("Stop requested: the trainer saves a checkpoint at its next log step, then stops.")
+
+
+def _failure(row: rh.RunRow) -> None:
+    st.error(f"{row.name} {row.state}: {row.error or 'no status.json that says why'}")
+    if tail := rh.log_tail(row.path):
+        with st.expander(f"The end of {rh.LOG}"):
+            st.code(tail, language=None)
+
+
+def _resume(row: rh.RunRow) -> None:
+    if not (row.path / runs.STATE).is_file():
+        return
+    left, right = st.columns([1, 3], vertical_alignment="bottom")
+    steps = left.number_input("Resume until step", value=row.step + 1000, step=100, key="resume_steps")
+    if right.button("Resume", key="resume", icon=":material/play_arrow:"):
+        try:
+            registry().resume(row.path, int(steps))
+        except LaunchError as e:
+            st.error(str(e))
+        else:
+            st.rerun()

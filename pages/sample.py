@@ -1,0 +1,95 @@
+"""Sample: run the reverse chain from x_T ~ N(0, I) with DDPM or DDIM, watch it as a GIF, scrub through its steps,
+score the samples, and compare samplers on the same noise."""
+
+import streamlit as st
+
+from explorer import sample_widgets as sw
+
+st.title("Sample")
+st.markdown(
+    r"""
+Sampling runs the chain backwards: draw $x_T \sim \mathcal{N}(0, I)$, then let the trained network
+$\epsilon_\theta(x_t, t)$ remove a little noise at each step. At every step the model also has an estimate
+$\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\epsilon_\theta(x_t, t))/\sqrt{\bar\alpha_t}$ of the final sample: watch it
+sharpen while $x_t$ clears.
+"""
+)
+loaded = sw.checkpoint_picker()
+if loaded is None:
+    st.info("Pick another checkpoint: the bundled ones always work.")
+    st.stop()
+with st.expander("The checkpoint's settings", expanded=True):
+    st.markdown(sw.config_table(loaded))
+    st.caption("Every training setting (the TrainConfig saved in the file):")
+    st.json(loaded.ckpt.config.to_dict(), expanded=False)
+
+st.subheader("Sampler")
+settings = sw.sampler_settings(loaded)
+st.caption(sw.STEP_LABEL[settings["sampler"]])
+for equation in sw.sampling_latex(settings["sampler"], settings["variance"], settings["eta"]):
+    st.latex(equation)
+if settings["clip_x0"]:
+    st.caption(
+        "With clipping, x̂₀ is clipped to [-1, 1] first and the step is rebuilt from it (DDPM: the posterior mean "
+        "μ̃_t(x_t, x̂₀); DDIM: ε re-derived from the clipped x̂₀). For DDIM, t−1 stands for the next strided step."
+    )
+elif settings["sampler"] == "ddim":
+    st.caption("For DDIM, t−1 stands for the next of the strided steps (e.g. 999, 979, …, 19, then x_0).")
+
+state = st.session_state
+if st.button("Generate", key="generate", type="primary"):
+    view = state["sample.result"] = sw.generate(loaded, settings)
+    state["frame"] = len(view.result.trajectory) - 1  # the scrubber starts on the samples
+view = state.get("sample.result")
+if view is None or view.checkpoint != str(loaded.ckpt.path):
+    st.info("Press **Generate** to sample from this checkpoint.")
+else:
+    result, s = view.result, view.settings
+    steps = len(result.timesteps)
+    what = f"{s['sampler'].upper()}, {steps:,} steps" + (f", η = {s['eta']:g}" if s["sampler"] == "ddim" else "")
+    st.subheader("Result")
+    st.markdown(f"{s['n']:,} samples ({what}, seed {s['seed']}) in **{result.wall_time:.2f} s** on {loaded.device}.")
+    final, movie = st.columns([2, 3])
+    final.image(view.png, output_format="PNG", caption="x_0: the final samples")
+    with movie:
+        st.markdown(sw.gif_html(view.gif, "the reverse trajectory"), unsafe_allow_html=True)
+        shown = "" if loaded.points or s["n"] <= sw.GIF_MAX_IMAGES else f" (the first {sw.GIF_MAX_IMAGES} samples)"
+        st.caption(f"x_t (left) and x̂₀ (right) from t = T down to 0{shown}, {len(result.trajectory)} frames")
+    buttons = st.columns(4)
+    buttons[0].download_button("Download the GIF", view.gif, file_name="trajectory.gif", mime="image/gif",
+                               key="download_gif", on_click="ignore")  # fmt: skip
+    buttons[1].download_button("Download the samples (PNG)", view.png, file_name="samples.png", mime="image/png",
+                               key="download_png", on_click="ignore")  # fmt: skip
+    sw.show_metric(view.metric, view.metric_note, s["n"])
+
+    st.subheader("Step by step")
+    records = result.trajectory
+    if state.get("frame") not in range(len(records)):
+        state["frame"] = len(records) - 1
+    k = st.select_slider("Recorded step", range(len(records)), key="frame",
+                         format_func=lambda i: f"t = {records[i].t}")  # fmt: skip
+    record = records[k]
+    st.markdown(f"**t = {record.t}** (record {k + 1} of {len(records)}; t = 0 is the returned x_0)")
+    left, right = st.columns(2)
+    if loaded.points:
+        left.plotly_chart(sw.points_figure(record, view.lim), key="frame_points")
+        left.caption(f"x_t and x̂₀ at t = {record.t}")
+        right.plotly_chart(sw.points_animation(records, view.lim), key="animation")
+        right.caption("The cloud over t: press ▶ Play; click x̂₀ in the legend to show it too. Axes are fixed.")
+    else:
+        left.image(sw.picture(record.x_t, view.lim), output_format="PNG", caption=f"x_t at t = {record.t}")
+        right.image(sw.picture(record.x0_pred, view.lim), output_format="PNG", caption=f"x̂₀ at t = {record.t}")
+
+# keyed, with on_change: its open state lives in session state, so the rerun of "Compare" keeps it open
+with st.expander("DDPM vs DDIM: the same model and x_T at several step counts", key="compare_panel", on_change="rerun"):
+    st.markdown(
+        "Every cell starts from the **same** x_T (the seed above) and uses the N, clipping, η (DDIM) and σ_t² "
+        "(DDPM) set above. DDIM with η = 0 is deterministic: fewer steps trace roughly the same samples."
+    )
+    chosen = sw.compare_picker(loaded)
+    if st.button("Compare", key="compare", disabled=not chosen):
+        state["sample.compare"] = sw.run_compare(loaded, settings, chosen)
+    grid = state.get("sample.compare")
+    if grid is not None and grid.checkpoint == str(loaded.ckpt.path):
+        st.caption(f"{grid.n:,} samples per cell, seed {grid.seed}.")
+        sw.show_compare(grid)
