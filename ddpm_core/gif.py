@@ -152,7 +152,7 @@ def points_frame(points, *, size: int = POINTS_SIZE, lim: float = 4.0, color=POI
     return img
 
 
-def _auto_lim(records: Sequence[StepRecord]) -> float:
+def axis_limit(records: Sequence[StepRecord]) -> float:
     """Half-width of the fixed axes: the 99.5th percentile of |x_t| over all frames, +10%, rounded up to 0.5, ≥ 1.
 
     Only x_t counts: early x̂₀ estimates divide by √ᾱ_t ≈ 0 and fly far out; an outlier must not squash the cloud.
@@ -223,7 +223,7 @@ def _image_frames(records: Sequence[StepRecord], max_width: int, label: bool) ->
 
 
 def _point_frames(records: Sequence[StepRecord], max_width: int, label: bool, lim: float | None) -> list[np.ndarray]:
-    lim = lim or _auto_lim(records)
+    lim = lim or axis_limit(records)
     size = max(8, min(POINTS_SIZE, (max_width - 2 * MARGIN - GAP) // 2))
     return [
         _compose(
@@ -263,7 +263,7 @@ def trajectory_gif(
 
     Each frame shows two panels side by side, x_t on the left and x̂₀ on the right: image grids (⌈√N⌉ per row,
     clipped to [-1, 1]) or, for (N, 2) points, scatters on fixed axes [-lim, lim]² (lim None: from the spread of x_t
-    over all frames, see _auto_lim). With label, each panel is titled ("x_t", "x0_hat") and "t = …" is written below.
+    over all frames, see axis_limit). With label, each panel is titled ("x_t", "x0_hat") and "t = …" is written below.
 
     Timing: every frame shows for 1/fps s except the last, which shows for max(hold_last, 1/fps) s (one longer frame,
     no repeats), so the frame count is exactly len(trajectory). GIF stores durations in 10 ms units: 12 fps is 80 ms.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,15 @@ from ddpm_core.devices import resolve_device
 from ddpm_core.diffusion import Diffusion
 from ddpm_core.evaluate import quality_metrics
 from ddpm_core.forward import png_bytes
-from ddpm_core.gif import POINT_COLOR, POINT_PRED_COLOR, StepRecord, image_grid, points_frame, trajectory_gif
+from ddpm_core.gif import (
+    POINT_COLOR,
+    POINT_PRED_COLOR,
+    StepRecord,
+    axis_limit,
+    image_grid,
+    points_frame,
+    trajectory_gif,
+)
 from ddpm_core.sample import SampleResult, sample
 from explorer.ui import ROOT
 
@@ -223,13 +230,6 @@ def _metric(samples: torch.Tensor, loaded: Loaded) -> tuple[dict | None, str]:
         return quality_metrics(samples, loaded.ckpt.config), ""
     except (DatasetError, ValueError) as e:
         return None, f"No quality metric: {e}"
-
-
-def axis_limit(records: list[StepRecord]) -> float:
-    """Half-width of fixed axes that hold nearly every x_t of the trajectory (as the GIF's), rounded up to 0.5."""
-    coords = torch.cat([r.x_t.abs().flatten() for r in records])
-    coords = coords[torch.isfinite(coords)]
-    return max(1.0, math.ceil(float(torch.quantile(coords, 0.995)) * 2.2) / 2) if len(coords) else 4.0
 
 
 def generate(loaded: Loaded, settings: dict) -> SampleView:
