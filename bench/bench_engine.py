@@ -11,7 +11,6 @@ Usage: python bench/bench_engine.py [--budgets 15 30 60 120] [--write]   (--writ
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 import time
@@ -22,22 +21,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import append_results, machine  # noqa: E402
 from ddpm_core.config import TrainConfig  # noqa: E402
 from ddpm_core.metrics import digits_report  # noqa: E402
 from ddpm_core.sample import sample  # noqa: E402
 from ddpm_core.train import Trainer  # noqa: E402
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def ddim_1000(trainer: Trainer) -> tuple[torch.Tensor, float]:
@@ -113,8 +101,7 @@ def main() -> None:
     ]
     print("\n".join(lines))
     if args.write:
-        with open(ROOT / "bench" / "RESULTS.md", "a") as f:
-            f.write("\n".join(lines) + "\n")
+        append_results(lines)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_engine import machine  # noqa: E402
+from bench.common import append_results, machine  # noqa: E402
 from ddpm_core.data import load_dataset  # noqa: E402
 from ddpm_core.forward import (  # noqa: E402
     chain_vs_closed,
@@ -88,10 +88,7 @@ def main() -> None:
     ]
     print("\n".join(lines))
     if args.write:
-        results = ROOT / "bench" / "RESULTS.md"
-        gap = "" if results.read_text().endswith("\n\n") else "\n"  # one blank line between sections
-        with open(results, "a") as f:
-            f.write(gap + "\n".join(lines))
+        append_results(lines)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ class TrainConfig:
     preview_n: int = 64  # samples in a preview grid
     preview_steps: int = 50  # DDIM steps for previews
     checkpoint_every: int = 1000  # steps between checkpoints; 0: only at the end
+    evaluate_n: int = -1  # samples scored into evaluation.json at the end; -1: 1000 if cheap (digits, 2D, CUDA), 0: off
     name: str = ""  # run name under the runs folder; empty: dataset + time
     out: str = ""  # an explicit run folder (CLI); overrides name
 
@@ -115,6 +116,14 @@ class TrainConfig:
             return ModelConfig(in_channels=in_channels, num_classes=num_classes, **settings)
         return ModelConfig(in_channels=in_channels, image_size=image_size, num_classes=num_classes, **settings)
 
+    def evaluation_samples(self, device: str) -> int:
+        """How many samples the end-of-run evaluation scores: evaluate_n, with -1 resolved to 1000 where that takes
+        seconds (the embedded digits, 2D toys, any CUDA run) and 0 (off) for larger images on a CPU."""
+        if self.evaluate_n >= 0:
+            return self.evaluate_n
+        cheap = self.dataset == "digits" or self.is_points or device.startswith("cuda")
+        return 1000 if cheap else 0
+
     def total_steps(self, dataset_size: int) -> int:
         return self.epochs * math.ceil(dataset_size / self.batch_size) if self.epochs > 0 else self.steps
 
@@ -158,6 +167,8 @@ def validate(c: TrainConfig) -> None:
     for n in ("warmup", "grad_clip", "weight_decay", "preview_every", "checkpoint_every", "image_size"):
         if getattr(c, n) < 0:
             raise ValueError(f"{n} must be ≥ 0, got {getattr(c, n)}")
+    if not -1 <= c.evaluate_n <= 10_000 or c.evaluate_n == 1:
+        raise ValueError(f"evaluate_n must be -1 (auto), 0 (off) or 2 to 10000, got {c.evaluate_n}")
     if c.resize_mode not in ("pad", "resize"):
         raise ValueError(f"resize_mode must be pad or resize, got {c.resize_mode!r}")
     if c.channels not in (0, 1, 3):

@@ -16,12 +16,14 @@ import argparse
 import json
 import sys
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from ddpm_core import metrics
 from ddpm_core.classifier import CLASSIFIER_DATASETS, load_feature_extractor
 from ddpm_core.config import TrainConfig
 from ddpm_core.data import DatasetError, load_dataset, make_toy
+from ddpm_core.diffusion import Diffusion
+from ddpm_core.sample import Sampler, sample
 
 REFERENCE_SEED = 12_345  # ground-truth toys for evaluation are drawn apart from the training seed
 MAX_REFERENCE_IMAGES = 5000
@@ -56,11 +58,41 @@ def quality_metrics(samples: Tensor, config: TrainConfig) -> dict:
     return report
 
 
+def evaluate_model(
+    model: nn.Module,
+    diffusion: Diffusion,
+    config: TrainConfig,
+    shape: tuple[int, ...],
+    n: int,
+    *,
+    sampler: Sampler = "ddim",
+    steps: int = 50,
+    seed: int = 0,
+) -> dict:
+    """Draw n samples of shape (C, H, W) or (2,) and score them: the report of evaluation.json (sampler, its
+    number of steps, sampling seconds, then quality_metrics)."""
+    result = sample(
+        model,
+        diffusion,
+        n,
+        shape,
+        sampler=sampler,
+        steps=steps,
+        clip_x0=not config.is_points,
+        seed=seed,
+        record_every=10**9,
+    )
+    return {
+        "sampler": sampler,
+        "steps": len(result.timesteps),
+        "sampling_seconds": round(result.wall_time, 3),
+        **quality_metrics(result.samples, config),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     from ddpm_core.devices import resolve_device
-    from ddpm_core.diffusion import Diffusion
     from ddpm_core.runs import CheckpointError, load_checkpoint
-    from ddpm_core.sample import Sampler, sample
 
     p = argparse.ArgumentParser(prog="python -m ddpm_core.evaluate", description="Sample a checkpoint and score it.")
     p.add_argument("--checkpoint", required=True, help="a run folder (EMA weights) or a .safetensors file")
@@ -75,31 +107,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ckpt = load_checkpoint(args.checkpoint)
         device = resolve_device(args.device)
-        sampler: Sampler = args.sampler
-        result = sample(
+        scores = evaluate_model(
             ckpt.model.to(device),
             Diffusion(ckpt.config.make_schedule()).to(device),
-            args.n,
+            ckpt.config,
             ckpt.sample_shape,
-            sampler=sampler,
+            args.n,
+            sampler=args.sampler,
             steps=args.steps,
-            clip_x0=not ckpt.config.is_points,
             seed=args.seed,
-            record_every=10**9,
         )
-        scores = quality_metrics(result.samples, ckpt.config)
     except (CheckpointError, DatasetError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    report = {
-        "checkpoint": str(ckpt.path),
-        "step": ckpt.step,
-        "sampler": args.sampler,
-        "steps": len(result.timesteps),
-        "sampling_seconds": round(result.wall_time, 3),
-        **scores,
-    }
-    print(json.dumps(report, indent=2))
+    print(json.dumps({"checkpoint": str(ckpt.path), "step": ckpt.step, **scores}, indent=2))
     return 0
 
 

@@ -4,7 +4,6 @@ missing files and garbage, since a run may be writing while the app reads, or ma
 
 Besides the trainer's files (ddpm_core.runs) a run folder may hold
     train.log        the trainer's stdout and stderr, when the app launched it
-    evaluation.json  the JSON report of `python -m ddpm_core.evaluate --checkpoint DIR > DIR/evaluation.json`
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from ddpm_core import runs
 
-LOG, EVALUATION = "train.log", "evaluation.json"
+LOG, EVALUATION = "train.log", runs.EVALUATION
 STATES = ("running", "done", "stopped", "failed")
 RUN_FILES = (runs.CONFIG, runs.STATUS, runs.METRICS, LOG)  # any of these makes a folder a run
 PREVIEW = re.compile(r"step_(\d{6,})_(raw|ema)\.png")  # the trainer writes step:06d
@@ -244,6 +243,16 @@ def headline_metric(run_dir: Path) -> str:
         if (value := _number(report.get(key))) is not None:
             return f"{label} {value:.3g}"
     return ""
+
+
+def evaluation_summary(run_dir: Path) -> str:
+    """How evaluation.json was made: "1000 DDIM-50 samples at step 1,500", or "" when it says nothing of that."""
+    report = _dict(runs.read_json(Path(run_dir) / EVALUATION))
+    n, steps, step = (report.get(k) for k in ("n", "steps", "step"))
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (n, steps)):
+        return ""
+    at = f" at step {step:,}" if isinstance(step, int) and not isinstance(step, bool) else ""
+    return f"{n:,} {str(report.get('sampler', '')).upper()}-{steps} samples{at}"
 
 
 # ----------------------------------------------------------------------------------------------------------------

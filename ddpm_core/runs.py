@@ -8,6 +8,7 @@ runs/<name>/
     ema.safetensors    EMA weights     } safetensors metadata, so one file is enough to sample
     training_state.pt  optimiser, lr schedule and step (tensors only: loaded with weights_only=True)
     previews/          sample grids, step_000500_raw.png and step_000500_ema.png
+    evaluation.json    sample quality of the final EMA weights (ddpm_core.evaluate), written when the run ends
     STOP               created by the app to ask the trainer to stop cleanly
 
 Every file is written atomically (temp file in the same folder, then os.replace): a crash or kill leaves the
@@ -33,6 +34,7 @@ from ddpm_core.models import ModelConfig, build_model
 
 CONFIG, METRICS, STATUS = "config.json", "metrics.jsonl", "status.json"
 MODEL, EMA, STATE, PREVIEWS, STOP = "model.safetensors", "ema.safetensors", "training_state.pt", "previews", "STOP"
+EVALUATION = "evaluation.json"
 FORMAT = "ddpm-explorer/1"
 MAX_NAME = 64
 

@@ -25,7 +25,9 @@ from ddpm_core.config import TrainConfig, add_config_flags, config_from_args
 from ddpm_core.data import Dataset, DatasetError, load_dataset
 from ddpm_core.devices import resolve_device
 from ddpm_core.diffusion import Diffusion
+from ddpm_core.evaluate import evaluate_model
 from ddpm_core.models import build_model, count_parameters, describe_model
+from ddpm_core.run_history import headline_metric
 from ddpm_core.sample import sample_progressive
 
 N_BUCKETS = 10  # loss is also logged per tenth of the t range: which noise levels are hard
@@ -136,6 +138,7 @@ class Trainer:
         c = self.config
         (self.run_dir / runs.PREVIEWS).mkdir(parents=True, exist_ok=True)
         (self.run_dir / runs.STOP).unlink(missing_ok=True)
+        (self.run_dir / runs.EVALUATION).unlink(missing_ok=True)  # it scored the weights this run will replace
         runs.write_text(self.run_dir / runs.CONFIG, c.to_json())
         runs.write_status(
             self.run_dir,
@@ -156,6 +159,7 @@ class Trainer:
         previous = signal.signal(signal.SIGTERM, self._request_stop) if _main_thread() else None
         try:
             state = self._loop()
+            self.evaluate()
         except BaseException as e:
             message = str(e) if isinstance(e, TrainingError) else f"{type(e).__name__}: {e}"
             if isinstance(e, KeyboardInterrupt):
@@ -245,6 +249,24 @@ class Trainer:
                 points_frame(x) if c.is_points else image_grid(x),
                 self.run_dir / runs.PREVIEWS / f"step_{self.step:06d}_{tag}.png",
             )
+
+    def evaluate(self) -> None:
+        """Score the EMA weights (ddpm_core.evaluate, DDIM-50) into evaluation.json, the metric of the run history.
+        A failed evaluation is logged and recorded there; it never fails a run whose weights are saved."""
+        n = self.config.evaluation_samples(str(self.device))
+        if not n:
+            return
+        self.log(f"evaluating {n} samples of the EMA weights (DDIM-50)…")
+        runs.write_status(self.run_dir, "running", step=self.step, phase="evaluating")
+        try:
+            report = evaluate_model(
+                self.ema.model, self.diffusion, self.config, tuple(self.data.sample_shape), n, seed=self.config.seed
+            )
+        except (DatasetError, ValueError, RuntimeError) as e:  # e.g. reference images gone, out of memory
+            self.log(f"evaluation failed: {e}")
+            report = {"error": f"{type(e).__name__}: {e}"}
+        runs.write_json(self.run_dir / runs.EVALUATION, {"step": self.step, "n": n, **report})
+        runs.write_status(self.run_dir, "running", step=self.step, phase=None)
 
     def _checkpoint(self) -> None:
         # the loss is only checked every log_every steps: never let NaN weights replace the last good checkpoint
@@ -340,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     metrics = runs.read_metrics(run_dir)
     final = f", final loss {metrics[-1]['loss']:.4f}" if metrics else ""
+    if score := headline_metric(run_dir):
+        final += f", {score}"
     print(
         f"{status['state']} at step {status['step']}{final}; {count_parameters(trainer.model):,} parameters; "
         f"run folder {run_dir}"

@@ -45,7 +45,7 @@ RECIPE_NOTES = {
 }
 FORM = ("dataset", "data_root", "folder", "classes", "image_size", "model", "base_channels", "steps", "batch_size",
         "lr", "warmup", "ema_decay", "seed", "device", "log_every", "preview_every", "preview_n", "preview_steps",
-        "checkpoint_every")  # fmt: skip
+        "checkpoint_every", "evaluate_n")  # fmt: skip
 TORCHVISION = ("mnist", "fashion_mnist", "cifar10")
 
 
@@ -153,14 +153,17 @@ def config_form() -> TrainConfig | None:
         _optimiser_widgets()
     with st.container(border=True):
         schedule = schedule_picker()
-    with st.expander("More settings: image size, logging, previews, checkpoints"):
-        cells = st.columns(3) + st.columns(3)
+    with st.expander("More settings: image size, logging, previews, checkpoints, evaluation"):
+        cells = st.columns(3) + st.columns(3) + st.columns(3)
         cells[0].number_input("Image size", key="image_size", step=4, help="0: the data set's own; 32 pads MNIST")
         cells[1].number_input("Log every", key="log_every", step=10, help="Steps between metrics lines")
         cells[2].number_input("Checkpoint every", key="checkpoint_every", step=100, help="0: only at the end")
         cells[3].number_input("Preview every", key="preview_every", step=100, help="Steps between previews")
         cells[4].number_input("Preview samples", key="preview_n", step=16, help="Images in a grid, or 2D points")
         cells[5].number_input("Preview DDIM steps", key="preview_steps", step=5)
+        cells[6].number_input("Evaluate samples", key="evaluate_n", step=100, min_value=-1,
+                              help="Samples of the final EMA weights scored for the history's metric column: "
+                              "-1: 1000 where that takes seconds (digits, 2D, a GPU), 0: off")  # fmt: skip
     if schedule is None or not ready:
         return None
     values = {k: st.session_state[k] for k in FORM}
@@ -263,6 +266,8 @@ def _panel(run_dir: Path, smoothing: float, watched: str | None) -> None:
         st.info("Starting: the trainer is loading torch and the data; it starts logging in a few seconds.")
     elif state == "running":
         _progress(status, records, run_dir)
+    if metric := rh.headline_metric(run_dir):
+        st.success(f"Quality of the final EMA weights: {metric} ({rh.evaluation_summary(run_dir)}).")
     elif state in ("failed", "interrupted", "unknown"):
         _failure(row)
     if state in ("done", "stopped", "failed", "interrupted") and not busy:  # not before its process has exited
@@ -282,6 +287,9 @@ def _progress(status: dict, records: list[dict], run_dir: Path) -> None:
     p = rh.progress(status, records)
     speed = f" · {p.images_per_s:,.0f} images/s" if p.images_per_s else ""
     st.progress(p.fraction, text=f"step {p.step:,} / {p.total:,} · ETA {rh.format_duration(p.eta_s)}{speed}")
+    if status.get("phase") == "evaluating":
+        st.info("Training is over: scoring samples of the EMA weights for the history's metric column…")
+        return
     stopping = (run_dir / runs.STOP).exists()
     if not stopping and st.button("Stop", key="stop", icon=":material/stop:", help="Checkpoint and stop cleanly"):
         registry().stop(run_dir)

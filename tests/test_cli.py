@@ -46,9 +46,11 @@ def no_traceback(result) -> bool:
 
 def test_train_cli_trains_digits(shared):
     assert shared.returncode == 0 and "Traceback" not in shared.stderr
-    first, last = shared.stdout.strip().splitlines()
+    first, scoring, last = shared.stdout.strip().splitlines()
     assert first.startswith("digits: 1797 samples of shape (1, 8, 8); UNet")
-    assert re.fullmatch(rf"done at step 60, final loss \d+\.\d{{4}}; [\d,]+ parameters; run folder {shared.path}", last)
+    assert scoring == "evaluating 100 samples of the EMA weights (DDIM-50)…"
+    done = rf"done at step 60, final loss \d+\.\d{{4}}, pixel FD [\d.]+; [\d,]+ parameters; run folder {shared.path}"
+    assert re.fullmatch(done, last)
 
 
 def test_sample_cli_writes_gif_png_and_npy(shared, tmp_path):

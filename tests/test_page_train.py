@@ -21,7 +21,7 @@ from explorer.train_widgets import registry
 from tests.apptest_helpers import open_page, rerun
 
 TINY_FORM = {"steps": 30, "batch_size": 32, "base_channels": 8, "T": 100, "preview_steps": 5, "log_every": 5,
-             "preview_every": 15, "checkpoint_every": 15, "warmup": 5}  # fmt: skip
+             "preview_every": 15, "checkpoint_every": 15, "warmup": 5, "evaluate_n": 50}  # fmt: skip
 
 
 @pytest.fixture
@@ -159,6 +159,9 @@ def test_a_run_launched_from_the_page_is_watched_until_done(at, root):
     row = table(at).iloc[0]
     assert (row["name"], row["dataset"], row["steps"], row["status"]) == ("tiny-run", "digits", "30 / 30", "done")
     assert row["final loss"] == pytest.approx(records[-1]["loss"])
+    report = runs.read_json(run / runs.EVALUATION)  # TINY_FORM asks for 50 samples: the metric column is filled
+    assert (report["n"], report["step"]) == (50, 30) and row["metric"] == f"pixel FD {report['pixel_fd']:.3g}"
+    assert any(s.value.startswith(f"Quality of the final EMA weights: {row['metric']} (50 DDIM-50") for s in at.success)
     at.text_input(key="name").set_value("tiny run")
     rerun(at).button(key="launch").click()
     assert "already holds a trained model" in rerun(at).error[0].value

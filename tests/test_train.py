@@ -16,9 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
+from ddpm_core import run_history as rh
 from ddpm_core import runs, train
 from ddpm_core.config import TrainConfig
 from ddpm_core.diffusion import Diffusion
+from ddpm_core.evaluate import evaluate_model
 from ddpm_core.sample import sample
 from tests.runs_helpers import POLL_S, TINY, copy_run, flags, run_cli, start, status_reaches, wait_until
 
@@ -261,3 +263,61 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(shared, tmp_path
     assert not [p.name for p in run.rglob("*") if p.name.endswith(".tmp")]
     status = runs.read_status(run)
     assert status["state"] == "failed" and os.strerror(errno.ENOSPC) in status["error"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The end-of-run evaluation (evaluation.json, the history's metric column)
+
+
+def test_the_end_of_a_run_scores_its_ema_weights_into_evaluation_json(shared):
+    report = runs.read_json(shared.path / runs.EVALUATION)
+    assert (report["step"], report["n"], report["sampler"], report["steps"]) == (60, 100, "ddim", 50)
+    assert report["dataset"] == "digits" and sum(report["class_histogram"]) == 100
+    # the same score again from the saved EMA checkpoint, with the run's seed: it scored exactly those weights
+    ema = runs.load_checkpoint(shared.path)
+    again = evaluate_model(ema.model, Diffusion(ema.config.make_schedule()), ema.config, ema.sample_shape, 100, seed=0)
+    assert again["pixel_fd"] == pytest.approx(report["pixel_fd"], rel=1e-6)
+    assert rh.headline_metric(shared.path) == f"pixel FD {report['pixel_fd']:.3g}"
+    assert rh.evaluation_summary(shared.path) == "100 DDIM-50 samples at step 60"
+    assert runs.read_status(shared.path).get("phase") is None
+
+
+def test_resuming_drops_the_evaluation_of_the_old_weights(shared, tmp_path):
+    run = copy_run(shared.path, tmp_path / "run")
+    assert (run / runs.EVALUATION).exists()
+    config = shared.config.replace(steps=62, evaluate_n=0, out=str(run))
+    assert train.Trainer(config, run, resume=True, log=lambda *_: None).train()["state"] == "done"
+    assert not (run / runs.EVALUATION).exists() and rh.headline_metric(run) == ""
+
+
+def test_a_failed_evaluation_is_recorded_and_the_run_still_ends_done(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(8):
+        Image.fromarray((torch.rand(8, 8) * 255).byte().numpy(), mode="L").save(folder / f"{i}.png")
+    settings = {**TINY, "dataset": "folder", "folder": str(folder), "image_size": 8, "channels": 1, "evaluate_n": 10}
+    config = TrainConfig(**settings, steps=2, warmup=0, log_every=1, preview_every=0)
+    lines = []
+    trainer = train.Trainer(config, tmp_path / "run", log=lines.append)
+    for image in folder.iterdir():  # the reference images vanish between training and scoring
+        image.unlink()
+    assert trainer.train()["state"] == "done"
+    report = runs.read_json(tmp_path / "run" / runs.EVALUATION)
+    assert report["step"] == 2 and "DatasetError" in report["error"] and str(folder) in report["error"]
+    assert any(line.startswith("evaluation failed:") for line in lines)
+    assert rh.headline_metric(tmp_path / "run") == ""
+
+
+@pytest.mark.parametrize(
+    ("dataset", "device", "evaluate_n", "expected"),
+    [("digits", "cpu", -1, 1000), ("moons", "cpu", -1, 1000), ("mnist", "cpu", -1, 0), ("mnist", "cuda", -1, 1000),
+     ("cifar10", "cuda:1", -1, 1000), ("mnist", "cpu", 200, 200), ("digits", "cpu", 0, 0)],
+)  # fmt: skip
+def test_auto_evaluation_scores_1000_samples_only_where_that_is_cheap(dataset, device, evaluate_n, expected):
+    assert TrainConfig(dataset=dataset, evaluate_n=evaluate_n).evaluation_samples(device) == expected
+
+
+@pytest.mark.parametrize("evaluate_n", [-2, 1, 10_001])
+def test_evaluate_n_outside_its_range_is_refused(evaluate_n):
+    with pytest.raises(ValueError, match=f"evaluate_n must be -1 .auto., 0 .off. or 2 to 10000, got {evaluate_n}"):
+        TrainConfig(evaluate_n=evaluate_n)
