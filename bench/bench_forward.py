@@ -1,7 +1,7 @@
 """The Forward process page's recompute times, for a 256×256 RGB photo, a 64×64 one and an 8×8 digit.
 
 1. Moving t: `forward_frame` — x_t for a new t (fixed ε) plus its histogram. Goal: ≤ 50 ms at 256×256.
-   Also with the picture the page shows (`to_picture`, upscaled to ≥ 320 px), as the page's cached call does.
+   Also with the PNG of x_t the page shows (`shown_frame`, ≥ 256 px), as the page's cached call does.
 2. Once per x_0 / schedule / seed: the strip of 8 x_t with its PNG; and the chain-vs-closed comparison at the
    worst t = T − 1 (1000 q_steps; goal ≤ 1 s).
 
@@ -30,10 +30,10 @@ from ddpm_core.forward import (  # noqa: E402
     chain_vs_closed,
     forward_frame,
     png_bytes,
+    shown_frame,
     strip,
     strip_picture,
     strip_timesteps,
-    to_picture,
 )
 from ddpm_core.images import sample_photo  # noqa: E402
 from ddpm_core.schedules import make_schedule  # noqa: E402
@@ -67,7 +67,7 @@ def main() -> None:
     rows = []
     for name, x0 in images.items():
         frame = median_ms(lambda t, x0=x0: forward_frame(schedule, x0, t, 0), args.runs, T)
-        shown = median_ms(lambda t, x0=x0: to_picture(forward_frame(schedule, x0, t, 0).x_t, 320), args.runs, T)
+        shown = median_ms(lambda t, x0=x0: shown_frame(schedule, x0, t, 0), args.runs, T)
         strip_ms = median_ms(lambda t, x0=x0: png_bytes(strip_picture(strip(schedule, x0, ts, t), ts)), 10, T)
         chain = median_ms(lambda t, x0=x0: chain_vs_closed(schedule, x0, T - 1, t), 5, T)
         rows.append(f"| {name} | {frame:.1f} | {shown:.1f} | {strip_ms:.0f} | {chain:.0f} |")

@@ -166,31 +166,33 @@ def t_picker(T: int) -> int:
 # Cached computations: plain keys, x_0 passed unhashed
 
 
+# Pictures leave the cache as PNG bytes: st.image passes bytes through, but encodes an array anew on every rerun
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
-def frame(sched: ScheduleKey, source: tuple, t: int, seed: int, _x0: Tensor) -> tuple[np.ndarray, fwd.Frame]:
-    f = fwd.forward_frame(_schedule(sched), _x0, t, seed)
-    return fwd.to_picture(f.x_t, min_side=320), f
+def frame(sched: ScheduleKey, source: tuple, t: int, seed: int, _x0: Tensor) -> tuple[bytes, fwd.Frame]:
+    return fwd.shown_frame(_schedule(sched), _x0, t, seed)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def strip_row(sched: ScheduleKey, source: tuple, seed: int, _x0: Tensor) -> tuple[np.ndarray, bytes, list[int]]:
+def strip_row(sched: ScheduleKey, source: tuple, seed: int, _x0: Tensor) -> tuple[bytes, list[int]]:
     schedule = _schedule(sched)
     ts = fwd.strip_timesteps(schedule.T)
-    picture = fwd.strip_picture(fwd.strip(schedule, _x0, ts, seed), ts)
-    return picture, fwd.png_bytes(picture), ts
+    return fwd.png_bytes(fwd.strip_picture(fwd.strip(schedule, _x0, ts, seed), ts)), ts
 
 
 @st.cache_data(max_entries=32, show_spinner="Running the chain…")
-def chain(sched: ScheduleKey, source: tuple, t: int, seed: int, _x0: Tensor) -> fwd.ChainStats:
-    return fwd.chain_vs_closed(_schedule(sched), _x0, t, seed)
+def chain(sched: ScheduleKey, source: tuple, t: int, seed: int, _x0: Tensor) -> tuple[fwd.ChainStats, bytes, bytes]:
+    c = fwd.chain_vs_closed(_schedule(sched), _x0, t, seed)
+    return c, fwd.png_bytes(fwd.to_picture(c.x_chain, 160)), fwd.png_bytes(fwd.to_picture(c.x_closed, 160))
 
 
-def show_chain(c: fwd.ChainStats, n_points: int | None) -> None:
+def show_chain(c: fwd.ChainStats, chain_png: bytes, closed_png: bytes, n_points: int | None) -> None:
     """One draw of the chain and of the closed form side by side, and their moments over all draws against the
     theory. n_points: the cloud's size for points, None for an image."""
     chain_col, closed_col, table_col = st.columns([1, 1, 2])
-    chain_col.image(fwd.to_picture(c.x_chain, 160), output_format="PNG", caption=f"chain: q_step × {c.t + 1}")
-    closed_col.image(fwd.to_picture(c.x_closed, 160), output_format="PNG", caption="closed form: q_sample")
+    chain_col.image(chain_png, caption=f"chain: q_step × {c.t + 1}")
+    closed_col.image(closed_png, caption="closed form: q_sample")
     table_col.markdown(
         f"Over {c.draws} draws of each, per {'pixel' if n_points is None else 'point'}:\n\n"
         "| | mean − √ᾱ_t x₀ (RMS) | std (RMS) |\n| --- | --- | --- |\n"

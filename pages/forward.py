@@ -46,7 +46,7 @@ view, numbers = st.columns([3, 2])
 with view:
     if mode == "image":
         shape = "×".join(map(str, source.x0.shape))
-        st.image(picture, output_format="PNG", caption=f"x_t at t = {t}: {shape} values, shown clipped to [-1, 1]")
+        st.image(picture, caption=f"x_t at t = {t}: {shape} values, shown clipped to [-1, 1]")
     else:
         st.plotly_chart(fw.cloud_figure(source.x0, frame.x_t), key="cloud")
 with numbers:
@@ -60,8 +60,8 @@ with numbers:
     st.plotly_chart(fw.histogram_figure(frame.histogram), key="histogram")
 
 st.subheader(f"x_t at {STRIP_LENGTH} values of t")
-strip, png, ts = fw.strip_row(sched, source.id, seed, _x0=source.x0)
-st.image(strip, output_format="PNG", caption=f"the same x_0 and the same ε at t = {', '.join(map(str, ts))}")
+png, ts = fw.strip_row(sched, source.id, seed, _x0=source.x0)
+st.image(png, caption=f"the same x_0 and the same ε at t = {', '.join(map(str, ts))}")
 st.download_button("Download the strip (PNG)", png, file_name="forward_strip.png", mime="image/png",
                    key="download_strip", on_click="ignore")  # fmt: skip
 
@@ -84,12 +84,12 @@ x_t &= \sqrt{\alpha_t}\, x_{t-1} + \sqrt{1-\alpha_t}\,\epsilon_{t-1}\\
 if t + 1 > MAX_CHAIN_STEPS:
     st.info(f"The chain to t = {t} would take {t + 1:,} steps; pick t < {MAX_CHAIN_STEPS:,} to run it here.")
 else:
-    fw.show_chain(fw.chain(sched, source.id, t, seed, _x0=source.x0), len(source.x0) if mode == "points" else None)
+    fw.show_chain(*fw.chain(sched, source.id, t, seed, _x0=source.x0), len(source.x0) if mode == "points" else None)
 
 with st.expander("Compare schedules: the same x_0 and the same ε"):
     n = st.slider("Schedules", 2, 4, 2, key="n_compare")
     for i, default in enumerate(["linear", "cosine", "sigmoid", "scaled_linear"][:n], start=1):
         other = schedule_picker(key=f"cmp{i}.", default=default, label=f"Schedule {i}")
         if other is not None:  # else the picker has shown the error; the other rows still show
-            row, _, _ = fw.strip_row(fw.schedule_key(other), source.id, seed, _x0=source.x0)
-            st.image(row, output_format="PNG", caption=repr(other))
+            row, _ = fw.strip_row(fw.schedule_key(other), source.id, seed, _x0=source.x0)
+            st.image(row, caption=repr(other))

@@ -19,6 +19,7 @@ from ddpm_core.forward import (
     CHAIN_ELEMENTS,
     CHAIN_WORK,
     MAX_CHAIN_STEPS,
+    MAX_ROW_WIDTH,
     chain_vs_closed,
     fixed_noise,
     forward_frame,
@@ -27,6 +28,7 @@ from ddpm_core.forward import (
     noised,
     png_bytes,
     readout,
+    shown_frame,
     strip,
     strip_picture,
     strip_timesteps,
@@ -205,6 +207,21 @@ def test_small_images_are_upscaled_by_nearest_neighbour(digit):
     assert np.array_equal(blocks[:, 0, :, 0, 0], expected)
     assert to_picture(torch.zeros(3, 300, 300)).shape == (300, 300, 3)
     assert to_picture(make_toy("moons", 100), 200).shape == (200, 200, 3)
+
+
+def test_a_strip_of_large_images_is_shrunk_to_streamlits_widest_image():
+    photo = sample_photo("china", 256)
+    ts = strip_timesteps(1000)
+    picture = strip_picture(strip(SCHEDULES[0], photo, ts, seed=0), ts)  # 8 × 256 px would be 2084 px
+    assert MAX_ROW_WIDTH - 12 <= picture.shape[1] <= MAX_ROW_WIDTH
+    small = strip_picture(strip(SCHEDULES[0], photo[:, :32, :32], ts, seed=0), ts)
+    assert small.shape[1] == 8 * 96 + 9 * 4  # small images keep their (upscaled) size
+
+
+def test_shown_frame_is_forward_frame_and_its_picture_as_png(digit):
+    png, f = shown_frame(SCHEDULES[0], digit, 500, seed=3)
+    assert torch.equal(f.x_t, forward_frame(SCHEDULES[0], digit, 500, seed=3).x_t)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), to_picture(f.x_t, 256))
 
 
 def test_labelled_row_and_png_bytes():
