@@ -200,6 +200,14 @@ def load_checkpoint(path: str | Path, prefer_ema: bool = True) -> Checkpoint:
         step = int(meta["step"])
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{file} has a missing or invalid config in its metadata: {e}") from None
+    takes = (
+        [model_config.in_channels]
+        if model_config.kind == "mlp"
+        else [model_config.in_channels] + 2 * [model_config.image_size]
+    )  # (2,) points or (C, H, W) images: any other sample shape would fail inside the network, mid-sampling
+    if not isinstance(data, dict) or data.get("shape") != takes:
+        shape = data.get("shape") if isinstance(data, dict) else data
+        raise CheckpointError(f"{file}: its data shape {shape} does not fit its model, which takes {takes}")
     model = build_model(model_config)
     try:
         model.load_state_dict(tensors, strict=True)
@@ -223,4 +231,14 @@ def load_training_state(path: Path) -> dict:
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing: the run cannot be resumed") from None
     except Exception as e:  # UnpicklingError, truncated zip, ...: all mean "not a state we wrote"
-        raise CheckpointError(f"{path} is not a training state this tool wrote ({type(e).__name__}: {e})") from None
+        raise CheckpointError(
+            f"{path} is not a training state this tool wrote ({type(e).__name__}: {_why(e)})"
+        ) from None
+
+
+def _why(e: Exception) -> str:
+    """One line for an `error:` line or st.error: torch's weights_only refusal spans lines, with colour codes, and
+    advises allowlisting the object: its first sentence (or the refusal) says enough."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(e).splitlines()]
+    refused = [line for line in lines if line.startswith("WeightsUnpickler error:")]
+    return (refused or [line for line in lines if line] or [""])[0].split(". ")[0]  # the first sentence

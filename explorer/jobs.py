@@ -115,8 +115,11 @@ class JobRegistry:
                 state = run_history.run_state(run_history.read_status(run_dir))
                 raise LaunchError(f"{run_dir} already holds a run ({state}): pick another run name")
             self._check_room(run_dir)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            runs.write_text(run_dir / runs.CONFIG, config.to_json())
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                runs.write_text(run_dir / runs.CONFIG, config.to_json())
+            except OSError as e:  # a full disk, a read-only runs folder: say so on the page, not as a traceback
+                raise LaunchError(f"cannot write the run folder {run_dir}: {e}") from None
             return self._start(run_dir, ["--config", run_dir / runs.CONFIG, "--out", run_dir], resume=False)
 
     def resume(self, run_dir: Path, steps: int) -> Job:
