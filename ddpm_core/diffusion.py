@@ -5,11 +5,13 @@ for the clean data x_0, where ᾱ = 1.
 
 Shapes: x is (B, C, H, W) for images or (B, D) for points — any (B, ...) works. ``t`` is an int (the same step for
 the whole batch) or a LongTensor (B,) with one step per element. Results take the input's device and dtype; the
-schedule's coefficients are float64 buffers that move with ``.to(device)`` and are cast to the input's dtype last.
+schedule's coefficients are float64 buffers that move with ``.to(device)`` and are cast to the input's dtype last; the
+reverse steps at an int t (what the samplers use) read them as Python floats from a host copy instead.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal, NamedTuple, get_args
 
 import torch
@@ -48,9 +50,16 @@ def extract(arr: Tensor, t: int | Tensor, x: Tensor) -> Tensor:
     return out.reshape(-1, *([1] * (x.dim() - 1)))
 
 
-def _fit(coef: Tensor, x: Tensor) -> Tensor:
-    """A float64 (B,) or () coefficient shaped (B, 1, ..., 1) in x's device and dtype."""
+def _fit(coef: float | Tensor, x: Tensor) -> float | Tensor:
+    """A float64 (B,) or () coefficient shaped (B, 1, ..., 1) in x's device and dtype; a Python float as it is."""
+    if isinstance(coef, float):
+        return coef
     return coef.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
+
+
+def _sqrt(v: float | Tensor) -> float | Tensor:
+    """√v of a float or a float64 tensor; rounding can leave 1 − ᾱ − σ² a hair below 0, read as 0."""
+    return math.sqrt(max(v, 0.0)) if isinstance(v, float) else v.clamp(min=0).sqrt()
 
 
 class Diffusion(nn.Module):
@@ -89,6 +98,9 @@ class Diffusion(nn.Module):
         buffer("posterior_mean_coef_x0", ab_prev.sqrt() * schedule.betas / (1 - schedule.alpha_bars))
         buffer("posterior_mean_coef_xt", schedule.alphas.sqrt() * (1 - ab_prev) / (1 - schedule.alpha_bars))
         buffer("posterior_variance", schedule.posterior_variance)
+        # The same tables as Python floats, never moved: a sampler's step at an int t reads its scalars here, so a
+        # step costs no gather, cast or kernel launch per coefficient and no device sync.
+        self._host = {name: value.tolist() for name, value in self.named_buffers()}
 
     # ------------------------------------------------------------------------------------------------------------
     # Forward process
@@ -133,12 +145,12 @@ class Diffusion(nn.Module):
 
         x_t, eps: (B, ...). Returns x̂₀, (B, ...).
         """
-        return extract(self.sqrt_recip_alpha_bars, t, x_t) * x_t - extract(self.sqrt_recipm1_alpha_bars, t, x_t) * eps
+        return self._at("sqrt_recip_alpha_bars", t, x_t) * x_t - self._at("sqrt_recipm1_alpha_bars", t, x_t) * eps
 
     def predict_eps(self, x_t: Tensor, t: int | Tensor, x0: Tensor) -> Tensor:
         """ε = (x_t − √ᾱ_t x_0) / √(1 − ᾱ_t), the forward equation solved for ε. Shapes as predict_x0."""
-        recip = extract(self.sqrt_recip_alpha_bars, t, x_t)
-        return (recip * x_t - x0) / extract(self.sqrt_recipm1_alpha_bars, t, x_t)
+        recip = self._at("sqrt_recip_alpha_bars", t, x_t)
+        return (recip * x_t - x0) / self._at("sqrt_recipm1_alpha_bars", t, x_t)
 
     # ------------------------------------------------------------------------------------------------------------
     # Reverse steps
@@ -183,15 +195,15 @@ class Diffusion(nn.Module):
         x0_pred = self.predict_x0(x_t, t, eps_pred)
         if clip_x0:
             x0_pred = x0_pred.clamp(-1, 1)
-            coef_x0 = ab_prev.sqrt() * beta / (1 - ab_t)
-            coef_xt = alpha.sqrt() * (1 - ab_prev) / (1 - ab_t)
+            coef_x0 = _sqrt(ab_prev) * beta / (1 - ab_t)
+            coef_xt = _sqrt(alpha) * (1 - ab_prev) / (1 - ab_t)
             mean = _fit(coef_x0, x_t) * x0_pred + _fit(coef_xt, x_t) * x_t
         else:
-            mean = (x_t - _fit(beta / (1 - ab_t).sqrt(), x_t) * eps_pred) / _fit(alpha.sqrt(), x_t)
+            mean = (x_t - _fit(beta / _sqrt(1 - ab_t), x_t) * eps_pred) / _fit(_sqrt(alpha), x_t)
         var = beta if variance == "beta" else (1 - ab_prev) / (1 - ab_t) * beta
         if isinstance(t_prev, int) and t_prev == -1:
             return Step(mean, x0_pred)  # no noise on the step that returns x_0
-        sigma = var.sqrt() * (ab_prev < 1)  # the same, per element, when t is a (B,) tensor
+        sigma = _sqrt(var) * (ab_prev < 1)  # the same, per element, when t is a (B,) tensor
         if noise is None:
             noise = self._randn(x_t, generator)
         return Step(mean + _fit(sigma, x_t) * noise, x0_pred)
@@ -224,9 +236,9 @@ class Diffusion(nn.Module):
         if clip_x0:
             x0_pred = x0_pred.clamp(-1, 1)
             eps = self.predict_eps(x_t, t, x0_pred)
-        sigma = eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)).sqrt()
-        direction = (1 - ab_prev - sigma**2).clamp(min=0).sqrt()
-        x_prev = _fit(ab_prev.sqrt(), x_t) * x0_pred + _fit(direction, x_t) * eps
+        sigma = eta * _sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev))
+        direction = _sqrt(1 - ab_prev - sigma**2)
+        x_prev = _fit(_sqrt(ab_prev), x_t) * x0_pred + _fit(direction, x_t) * eps
         if eta > 0:
             if noise is None:
                 noise = self._randn(x_t, generator)
@@ -255,15 +267,24 @@ class Diffusion(nn.Module):
 
     # ------------------------------------------------------------------------------------------------------------
 
-    def _alpha_bar_pair(self, t: int | Tensor, x: Tensor, t_prev: int | Tensor) -> tuple[Tensor, Tensor]:
-        """ᾱ_t and ᾱ_{t_prev} (ᾱ = 1 for t_prev = −1) as float64 (B,) or () on the buffers' device."""
+    def _alpha_bar_pair(
+        self, t: int | Tensor, x: Tensor, t_prev: int | Tensor
+    ) -> tuple[float, float] | tuple[Tensor, Tensor]:
+        """ᾱ_t and ᾱ_{t_prev} (ᾱ = 1 for t_prev = −1): Python floats when both are ints, else float64 (B,) or ()
+        on the buffers' device."""
         self._check_t(t, x)
         if isinstance(t_prev, int) and not -1 <= t_prev < (t if isinstance(t, int) else self.num_timesteps):
             raise ValueError(f"t_prev must lie in [-1, t), got t_prev={t_prev} for t={t}")
+        if isinstance(t, int) and isinstance(t_prev, int):
+            return self._host["alpha_bars"][t], self._host["alpha_bars_padded"][t_prev + 1]
         device = self.alpha_bars.device
         t_idx = t.to(device) if isinstance(t, Tensor) else t
         prev_idx = (t_prev.to(device) if isinstance(t_prev, Tensor) else t_prev) + 1
         return self.alpha_bars[t_idx], self.alpha_bars_padded[prev_idx]
+
+    def _at(self, name: str, t: int | Tensor, x: Tensor) -> float | Tensor:
+        """The table `name` at t, to broadcast against x: a Python float for an int t, else extract(...)."""
+        return self._host[name][t] if isinstance(t, int) else extract(getattr(self, name), t, x)
 
     def _check_t(self, t: int | Tensor, x: Tensor) -> None:
         if isinstance(t, Tensor):
