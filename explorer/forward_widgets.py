@@ -18,6 +18,7 @@ from ddpm_core import forward as fwd
 from ddpm_core.data import DatasetError, load_dataset, make_toy
 from ddpm_core.images import RESOLUTIONS, SAMPLE_PHOTOS, ImageError, datasets_on_disk, decode_image, sample_photo
 from ddpm_core.schedules import Schedule, make_schedule
+from explorer import links
 
 SOURCES = {
     "digits": "Digits (8×8, embedded)",
@@ -73,29 +74,32 @@ def _upload(file_id: str, size: int, channels: int, _data: bytes) -> Tensor:
 
 def _size_and_channels() -> tuple[int, int]:
     left, right = st.columns(2)
-    size = left.selectbox("Resolution", RESOLUTIONS, index=1, key="resolution", format_func=lambda s: f"{s}×{s}",
-                          help="Centre-cropped to a square, then resized")  # fmt: skip
-    channels = right.radio("Colour", list(CHANNELS), key="channels", format_func=CHANNELS.get, horizontal=True)
+    size = links.selectbox("Resolution", RESOLUTIONS, "resolution", default=RESOLUTIONS[1], where=left,
+                           format_func=lambda s: f"{s}×{s}", help="Centre-cropped to a square, resized")  # fmt: skip
+    channels = links.radio("Colour", list(CHANNELS), "channels", format_func=CHANNELS.get, horizontal=True,
+                           where=right)  # fmt: skip
     return size, channels
 
 
 def _digit() -> Source:
     left, right = st.columns(2)
-    if right.toggle("Random digit", key="random_digit"):
-        digit_seed = right.number_input("Digit seed", 0, 2**31 - 1, key="digit_seed")
+    if links.flag("Random digit", "random_digit", toggle=True, where=right):
+        digit_seed = links.number("Digit seed", "digit_seed", default=0, min_value=0, max_value=2**31 - 1, where=right)
         index = int(np.random.default_rng(digit_seed).integers(len(_digits())))
         left.markdown(f"Digit **#{index}**")
     else:
-        index = left.number_input("Digit index", 0, len(_digits()) - 1, key="digit_index")
+        index = links.number("Digit index", "digit_index", default=0, min_value=0, max_value=len(_digits()) - 1,
+                             where=left)  # fmt: skip
     return Source(("digits", index), _digits()[index])
 
 
 def _dataset_image() -> Source | None:
-    root = st.text_input("Data root", "data", key="data_root", help="The folder torchvision's files live in")
+    root = str(links.classroom().data_root)  # the server's, not typed in: the UI reads no other folder
     found = {d.name: d for d in datasets_on_disk(root)}
-    name = st.selectbox(
-        "Data set", list(found), key="dataset",
+    name = links.selectbox(
+        "Data set", list(found), "dataset",
         format_func=lambda n: found[n].title + ("" if found[n].present else " (not on disk)"),
+        help=f"torchvision's files under the server's data root, {root}",
     )  # fmt: skip
     if not found[name].present:
         st.info(found[name].how_to_get())
@@ -105,7 +109,7 @@ def _dataset_image() -> Source | None:
     except DatasetError as e:
         st.error(str(e))
         return None
-    index = st.number_input("Image index", 0, len(x) - 1, key="image_index")
+    index = links.number("Image index", "image_index", default=0, min_value=0, max_value=len(x) - 1)
     return Source(("dataset", name, root, index), x[index])
 
 
@@ -124,11 +128,11 @@ def _uploaded() -> Source | None:
 
 def image_source() -> Source | None:
     """The widgets that choose x_0, and x_0; None after an st.info or st.error that says why there is none."""
-    kind = st.selectbox("Image", list(SOURCES), key="source", format_func=SOURCES.get)
+    kind = links.selectbox("Image", list(SOURCES), "source", format_func=SOURCES.get)
     if kind == "digits":
         return _digit()
     if kind == "photo":
-        name = st.selectbox("Photo", SAMPLE_PHOTOS, key="photo")
+        name = links.selectbox("Photo", SAMPLE_PHOTOS, "photo")
         size, channels = _size_and_channels()
         return Source(("photo", name, size, channels), _photo(name, size, channels))
     if kind == "dataset":
@@ -153,10 +157,13 @@ def t_picker(T: int) -> int:
     state = st.session_state
     # A run that stops before these widgets (a bad schedule, no upload yet) may drop their state, or leave it while
     # the browser redraws them at their minimum: remember t, and write it back every run so both always show it.
-    t = state.get("t", state.get("forward.last_t", round(DEFAULT_T_FRACTION * (T - 1))))
-    state["t"] = state["t_number"] = min(int(t), T - 1)  # a shorter schedule keeps t in range
+    # The slider is the one bound to the URL (?t=…); on a first visit it starts from the link, else a quarter in.
+    if (t := state.get("t", state.get("forward.last_t"))) is not None:
+        state["t"] = min(int(t), T - 1)  # a shorter schedule keeps t in range
     left, right = st.columns([4, 1])
-    t = left.slider("t (index)", 0, T - 1, key="t", on_change=_copy, args=("t", "t_number"))
+    t = links.slider("t (index)", "t", default=round(DEFAULT_T_FRACTION * (T - 1)), min_value=0, max_value=T - 1,
+                     where=left, on_change=_copy, args=("t", "t_number"))  # fmt: skip
+    state["t_number"] = int(t)  # the number input follows the slider (it is not drawn yet in this run)
     right.number_input("t", 0, T - 1, step=1, key="t_number", on_change=_copy, args=("t_number", "t"))
     state["forward.last_t"] = int(t)
     return int(t)

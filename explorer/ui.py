@@ -20,6 +20,11 @@ class PageInfo:
     summary: str
     default: bool = False
 
+    @property
+    def name(self) -> str:
+        """ "forward": the file's stem, the page's name in the classroom file and its URL path."""
+        return Path(self.file).stem
+
 
 PAGES: list[PageInfo] = [
     PageInfo("home.py", "Home", ":material/home:", "What DDPM is and how this tool is laid out.", default=True),
@@ -46,8 +51,17 @@ def device_description() -> str:
     return describe_device(resolve_device("auto"))
 
 
+def visible_pages() -> list[PageInfo]:
+    """PAGES less those the classroom file hides."""
+    from explorer.links import classroom
+
+    hidden = classroom().hidden_pages
+    return [p for p in PAGES if p.name not in hidden]
+
+
 def page_for(title: str) -> PageInfo | None:
-    return next((p for p in PAGES if p.title == title), None)
+    """The visible page of that title, or None."""
+    return next((p for p in visible_pages() if p.title == title), None)
 
 
 def page_path(page: PageInfo) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ddpm_core.schedules import SCHEDULES, Schedule, make_schedule
+from explorer import links
 
 PARAM_LABELS = {
     "beta_start": "β_start",
@@ -31,21 +32,20 @@ def schedule_picker(
     zero-terminal-SNR rescale — and the Schedule they describe, or None after an st.error that says which value is
     wrong. Widget keys are the config field names, prefixed by `key` (e.g. "s1.T") when a page has several."""
     names = list(SCHEDULES)
-    name = st.selectbox(label, names, index=names.index(default), key=f"{key}schedule",
-                        format_func=lambda n: n.replace("_", " "), help="The family of β_1 … β_T")  # fmt: skip
+    name = links.selectbox(label, names, key=f"{key}schedule", default=default,
+                           format_func=lambda n: n.replace("_", " "), help="The family of β_1 … β_T")  # fmt: skip
     family = SCHEDULES[name]
     cells = _grid(1 + len(family.defaults), per_row=3 if columns else 1)
-    # a value set through session state (a recipe) must not meet a default too: Streamlit warns about both
-    start = {} if f"{key}T" in st.session_state else {"value": default_T}
-    T = cells[0].number_input("T (steps)", step=1, key=f"{key}T", help="Number of diffusion steps", **start)
+    T = links.number("T (steps)", key=f"{key}T", default=default_T, step=1, where=cells[0],
+                     help="Number of diffusion steps")  # fmt: skip
     params = {}
     for cell, (param, value) in zip(cells[1:], family.defaults.items(), strict=True):
         # keyed per family: linear's β_end must not leak into scaled_linear's, whose default differs
-        params[param] = cell.number_input(
-            PARAM_LABELS.get(param, param), value=float(value), format="%g", step=_step(value),
-            key=f"{key}{name}.{param}",
+        params[param] = links.number(
+            PARAM_LABELS.get(param, param), key=f"{key}{name}.{param}", default=float(value), format="%g",
+            step=_step(value), where=cell,
         )  # fmt: skip
-    rescale = st.checkbox(
+    rescale = links.flag(
         "Rescale to zero terminal SNR (Lin et al. 2024)",
         key=f"{key}rescale_zero_terminal_snr",
         help="Shift and scale √ᾱ so that ᾱ_T = 0 exactly: x_T is then pure noise, as sampling assumes.",

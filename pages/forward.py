@@ -5,6 +5,7 @@ import streamlit as st
 from ddpm_core.data import POINT_DATASETS
 from ddpm_core.forward import MAX_CHAIN_STEPS, STRIP_LENGTH
 from explorer import forward_widgets as fw
+from explorer import links
 from explorer.widgets import schedule_picker
 
 st.title("Forward process")
@@ -22,14 +23,15 @@ if schedule is None:
 sched = fw.schedule_key(schedule)
 
 left, right = st.columns([1, 2])
-mode = left.radio("Data", ["image", "points"], key="mode", horizontal=True,
-                  format_func={"image": "an image", "points": "a 2D point cloud"}.get)  # fmt: skip
-seed = left.number_input("Noise seed", 0, 2**31 - 1, key="seed", help="ε ~ N(0, I) is drawn once from this seed")
+mode = links.radio("Data", ["image", "points"], "mode", horizontal=True, where=left,
+                   format_func={"image": "an image", "points": "a 2D point cloud"}.get)  # fmt: skip
+seed = links.number("Noise seed", "seed", default=0, min_value=0, max_value=2**31 - 1, where=left,
+                    help="ε ~ N(0, I) is drawn once from this seed")  # fmt: skip
 with right:
     if mode == "image":
         source = fw.image_source()
     else:
-        toy = st.selectbox("2D toy", POINT_DATASETS, key="toy", format_func=lambda n: n.replace("_", " "))
+        toy = links.selectbox("2D toy", POINT_DATASETS, "toy", format_func=lambda n: n.replace("_", " "))
         source = fw.toy_source(toy)
 if source is None:
     st.stop()  # image_source has said why (no upload yet, data set not on disk, unreadable file)
@@ -87,7 +89,7 @@ else:
     fw.show_chain(*fw.chain(sched, source.id, t, seed, _x0=source.x0), len(source.x0) if mode == "points" else None)
 
 with st.expander("Compare schedules: the same x_0 and the same ε"):
-    n = st.slider("Schedules", 2, 4, 2, key="n_compare")
+    n = links.slider("Schedules", "n_compare", default=2, min_value=2, max_value=4)
     for i, default in enumerate(["linear", "cosine", "sigmoid", "scaled_linear"][:n], start=1):
         other = schedule_picker(key=f"cmp{i}.", default=default, label=f"Schedule {i}")
         if other is not None:  # else the picker has shown the error; the other rows still show

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from explorer.jobs import runs_root
+from explorer.links import classroom
 from explorer.ui import PARTS, device_description, page_for, page_path
 
 st.title("DDPM Explorer")
@@ -38,7 +39,7 @@ for title, text in PARTS:
     if page is not None:
         st.page_link(page_path(page), label=f"**{title}** — {text}", icon=page.icon)
     else:
-        st.markdown(f"**{title}** — {text} *(not in this build yet)*")
+        st.markdown(f"**{title}** — {text} *(hidden on this server by its classroom settings)*")
 
 st.header("This machine")
 st.markdown(f"Device found: **{device_description()}**")
@@ -50,3 +51,15 @@ Training runs live in `{runs_root()}/<run name>/`, one folder per run, which is 
 `assets/checkpoints/`.
 """
 )
+
+room = classroom()
+if room.source or room.problems:
+    st.header("Classroom settings")
+    training = "on" if room.training else "**off** (runs can be watched and sampled, not launched)"
+    st.markdown(
+        f"From `{room.source or 'the environment'}`: training from the UI {training}; at most "
+        f"{room.per_session} run(s) per browser session; sampling up to {room.max_n} samples and "
+        f"{room.max_steps} steps; data sets read from `{room.data_root}`."
+    )
+    for problem in room.problems:
+        st.warning(problem)

@@ -16,6 +16,7 @@ from ddpm_core.schedule_report import (
     summary_csv,
 )
 from ddpm_core.schedules import SCHEDULES, ZERO_TERMINAL_SNR_LATEX, make_schedule
+from explorer import links
 from explorer.widgets import schedule_picker
 
 DEFAULTS = ["linear", "cosine", "scaled_linear", "sigmoid"]  # schedule i's family before the user picks one
@@ -77,11 +78,11 @@ st.latex(
 )
 
 top = st.columns([1, 1, 1, 2])
-n = top[0].number_input("Schedules to compare", min_value=1, max_value=4, value=2, step=1, key="n_schedules")
-x_key = top[1].radio(
-    "x axis", ["t", "t/T"], horizontal=True, key="x_axis", help="t/T puts schedules of any T side by side"
-)
-log_y = top[2].toggle("Log-scale y", key="log_y", help="Not applied to log-SNR, which is already a log")
+n = links.number("Schedules to compare", "n_schedules", default=2, min_value=1, max_value=4, step=1, where=top[0])
+x_key = links.radio("x axis", ["t", "t/T"], "x_axis", horizontal=True, where=top[1],
+                    help="t/T puts schedules of any T side by side")  # fmt: skip
+log_y = links.flag("Log-scale y", "log_y", toggle=True, where=top[2],
+                   help="Not applied to log-SNR, which is already a log")  # fmt: skip
 
 reports = []  # (index, (legend, curves)) of the valid schedules
 rows = []

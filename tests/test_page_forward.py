@@ -146,17 +146,17 @@ def _write_mnist(raw) -> None:
             (raw / f"{split}-{kind}-ubyte").write_bytes(header + array.tobytes())
 
 
-def test_other_sources_a_photo_and_a_data_set_that_is_not_on_disk(at, tmp_path):
+def test_other_sources_a_photo_and_a_data_set_that_is_not_on_disk(at, tmp_path, monkeypatch):
     at.selectbox(key="source").set_value("photo")
     rerun(at)
     at.selectbox(key="photo").set_value("flower")
     at.radio(key="channels").set_value(1)
     rerun(at)
     assert "1×64×64" in at.image[0].captions[0]
+    monkeypatch.setenv("DDPM_EXPLORER_DATA", str(tmp_path))  # the server's data root: the page has no path box
     at.selectbox(key="source").set_value("dataset")
     rerun(at)
-    at.text_input(key="data_root").set_value(str(tmp_path))
-    rerun(at)
+    assert not at.text_input and str(tmp_path) in at.selectbox(key="dataset").help
     assert "--download" in at.info[0].value and not at.error and not at.image
     _write_mnist(tmp_path / "MNIST" / "raw")
     rerun(at)

@@ -1,0 +1,189 @@
+"""The server's settings for a classroom: one TOML file the teacher writes, named by $DDPM_EXPLORER_CONFIG or by
+`streamlit run explorer/app.py -- --config classroom.toml`. Every setting is optional:
+
+    [server]
+    data_root = "data"       # the one folder the UI reads data sets (and image folders) from, besides runs/, assets/
+
+    [training]
+    enabled = true           # false: nobody can launch or resume a run from the UI (the CLI still can)
+    max_concurrent = 1       # runs training at once; later ones wait in a queue (default: 1 on a CPU, 2 with a GPU)
+    per_session = 1          # runs one browser session may have training or waiting
+
+    [sampling]
+    max_n = 256              # samples per request (2D point clouds: 8× as many points)
+    max_steps = 1000         # sampler steps per request
+
+    [pages]
+    hidden = ["train"]       # pages left out of the navigation: home, forward, schedules, train, sample
+
+    [defaults.forward]       # a page's widget values on opening it, by widget key; a shared link still wins
+    schedule = "cosine"
+    t = 250
+
+    [locked.schedules]       # fixed widget values: shown greyed out, and no link can change them
+    T = 1000
+
+A file with mistakes never stops the app: each wrong entry is skipped, and `problems` says which and why (the Home
+page shows them). The environment still wins where it speaks: $DDPM_EXPLORER_MAX_RUNS, $DDPM_EXPLORER_TRAINING=off,
+$DDPM_EXPLORER_DATA.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_ENV, TRAINING_ENV, DATA_ENV, MAX_RUNS_ENV = (
+    "DDPM_EXPLORER_CONFIG",
+    "DDPM_EXPLORER_TRAINING",
+    "DDPM_EXPLORER_DATA",
+    "DDPM_EXPLORER_MAX_RUNS",
+)
+ENVIRONMENT = (CONFIG_ENV, TRAINING_ENV, DATA_ENV, MAX_RUNS_ENV)
+PAGE_NAMES = ("home", "forward", "schedules", "train", "sample")
+MAX_N, MAX_STEPS = 256, 1000  # the defaults of [sampling]
+Value = bool | int | float | str
+
+
+@dataclass(frozen=True)
+class Classroom:
+    data_root: Path = ROOT / "data"
+    training: bool = True
+    max_concurrent: int | None = None  # None: 1 on a CPU, 2 with a GPU (explorer.jobs decides)
+    per_session: int = 1
+    max_n: int = MAX_N
+    max_steps: int = MAX_STEPS
+    hidden_pages: tuple[str, ...] = ()
+    defaults: dict[str, dict[str, Value]] = field(default_factory=dict)  # page → widget key → value
+    locked: dict[str, dict[str, Value]] = field(default_factory=dict)
+    source: str = ""  # the file these came from; "" when none was given
+    problems: tuple[str, ...] = ()
+
+    def default(self, page: str, key: str) -> Value | None:
+        return self.locked.get(page, {}).get(key, self.defaults.get(page, {}).get(key))
+
+    def is_locked(self, page: str, key: str) -> bool:
+        return key in self.locked.get(page, {})
+
+
+def config_path(argv: list[str] | None = None) -> str:
+    """`--config FILE` among the script's arguments (after `--` on the streamlit command line), else
+    $DDPM_EXPLORER_CONFIG, else ""."""
+    args = sys.argv[1:] if argv is None else argv
+    for i, arg in enumerate(args):
+        if arg == "--config" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return os.environ.get(CONFIG_ENV, "")
+
+
+def load_classroom(path: str | Path | None, environ: dict | None = None) -> Classroom:
+    """The settings of the file at path (None or "": none) with the environment applied on top."""
+    env = os.environ if environ is None else environ
+    values, problems = {}, []
+    if path:
+        try:
+            values, problems = _parse(tomllib.loads(Path(path).read_text(encoding="utf-8")))
+        except OSError as e:
+            problems.append(f"cannot read the classroom file {path}: {e.strerror or e}")
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            problems.append(f"the classroom file {path} is not valid TOML: {e}")
+    if env.get(TRAINING_ENV, "").strip().lower() in ("0", "off", "false", "no"):
+        values["training"] = False
+    if max_runs := _positive_int(env.get(MAX_RUNS_ENV, "")):
+        values["max_concurrent"] = max_runs
+    if data := env.get(DATA_ENV, "").strip():
+        values["data_root"] = data
+    if "data_root" in values:
+        root = Path(str(values["data_root"])).expanduser()
+        values["data_root"] = (root if root.is_absolute() else ROOT / root).resolve()
+    return Classroom(**values, source=str(path or ""), problems=tuple(problems))
+
+
+def _positive_int(text: str) -> int | None:
+    text = text.strip()
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+# Each known setting: (section, key) → (Classroom field, check returning the value or raising ValueError)
+def _bool(v):
+    if not isinstance(v, bool):
+        raise ValueError(f"must be true or false, got {v!r}")
+    return v
+
+
+def _count(v):
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"must be a whole number ≥ 1, got {v!r}")
+    return v
+
+
+def _text(v):
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError(f"must be a non-empty string, got {v!r}")
+    return v
+
+
+def _pages(v):
+    if not isinstance(v, list) or not all(p in PAGE_NAMES for p in v):
+        raise ValueError(f"must be a list of page names from {', '.join(PAGE_NAMES)}, got {v!r}")
+    if "home" in v:
+        raise ValueError("cannot hide the home page: every other page may be hidden")
+    return tuple(v)
+
+
+SETTINGS = {
+    ("server", "data_root"): ("data_root", _text),
+    ("training", "enabled"): ("training", _bool),
+    ("training", "max_concurrent"): ("max_concurrent", _count),
+    ("training", "per_session"): ("per_session", _count),
+    ("sampling", "max_n"): ("max_n", _count),
+    ("sampling", "max_steps"): ("max_steps", _count),
+    ("pages", "hidden"): ("hidden_pages", _pages),
+}
+
+
+def _parse(doc: dict) -> tuple[dict, list[str]]:
+    values, problems = {}, []
+    for section, table in doc.items():
+        if section in ("defaults", "locked"):
+            values[section], more = _widget_values(section, table)
+            problems += more
+            continue
+        if not isinstance(table, dict) or section not in {s for s, _ in SETTINGS}:
+            problems.append(f"[{section}] is not a section of the classroom file; ignored")
+            continue
+        for key, value in table.items():
+            if (section, key) not in SETTINGS:
+                problems.append(f"[{section}] {key} is not a setting; ignored")
+                continue
+            name, check = SETTINGS[section, key]
+            try:
+                values[name] = check(value)
+            except ValueError as e:
+                problems.append(f"[{section}] {key} {e}; ignored")
+    return values, problems
+
+
+def _widget_values(section: str, table) -> tuple[dict, list[str]]:
+    """[defaults.<page>] / [locked.<page>] tables of widget key → scalar. Whether a value fits its widget is only
+    known on the page, which checks it (explorer.links) and reports a misfit there."""
+    out, problems = {}, []
+    if not isinstance(table, dict):
+        return out, [f"[{section}] must hold one table per page, e.g. [{section}.forward]; ignored"]
+    for page, keys in table.items():
+        if page not in PAGE_NAMES or not isinstance(keys, dict):
+            problems.append(f"[{section}.{page}] is not a page (pages: {', '.join(PAGE_NAMES)}); ignored")
+            continue
+        for key, value in keys.items():
+            if isinstance(value, bool | int | str) or (isinstance(value, float) and math.isfinite(value)):
+                out.setdefault(page, {})[key] = value
+            else:
+                problems.append(f"[{section}.{page}] {key} must be a number, a string or true/false; ignored")
+    return out, problems

@@ -1,0 +1,201 @@
+"""Shareable views: widgets whose values live in the URL, the teacher's defaults and locks, and a "Copy link to this
+view" control.
+
+A page calls `page_setup("forward")` first, builds its widgets through this module's functions (same arguments as
+Streamlit's, plus the code's `default`), and calls `page_end()` last. Each widget is bound to the query parameter of
+its key (`?t=250&schedule=cosine`, Streamlit's `bind="query-params"`): the browser's address is always a link to the
+view, and opening it restores the view. Before a widget is drawn its URL value is checked here, so that a bad or
+tampered value falls back to the default *with a notice* (Streamlit alone would drop it silently). A widget's
+default comes from the classroom file's [defaults.<page>] when it fits, else from the code; a [locked.<page>] value
+is shown greyed out and no link can change it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+
+import streamlit as st
+
+from explorer.classroom import ENVIRONMENT, Classroom, config_path, load_classroom
+
+PAGE = "_links.page"  # session state: the _Page of the run in progress
+
+
+@dataclass
+class _Page:
+    name: str
+    url_path: str  # "" for the home page
+    notices: st.delta_generator.DeltaGenerator
+    link: st.delta_generator.DeltaGenerator
+    query: dict[str, str]  # the URL's parameters as the run began
+    values: dict[str, str] = field(default_factory=dict)  # bound key → its value as the URL writes it
+    defaults: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _classroom(path: str, mtime: float, environ: tuple[tuple[str, str], ...]) -> Classroom:
+    return load_classroom(path, dict(environ))
+
+
+def classroom() -> Classroom:
+    """The server's classroom settings, reread when the file or the environment variables change."""
+    path = config_path()
+    try:
+        mtime = Path(path).stat().st_mtime if path else 0.0
+    except OSError:
+        mtime = -1.0  # missing: load_classroom says so in its problems
+    return _classroom(path, mtime, tuple((k, os.environ.get(k, "")) for k in ENVIRONMENT))
+
+
+def page_setup(name: str) -> None:
+    """Start a page run: where notices and the link control go (top of the page), and the URL as it came."""
+    top = st.container()
+    notices, link = top.container(), top.container()
+    st.session_state[PAGE] = _Page(name, "" if name == "home" else name, notices, link, dict(st.query_params))
+
+
+def page_end() -> None:
+    """Show what was wrong with the link or the classroom file, and the link to the view as it is now."""
+    page = _current()
+    with page.notices:
+        for problem in page.problems:
+            st.warning(problem, icon=":material/link_off:")
+    with page.link.popover("Copy link to this view", icon=":material/link:"):
+        st.caption("Anyone who opens this link on this server sees this page with these settings.")
+        st.code(view_link(page), language=None, wrap_lines=True)
+
+
+def view_link(page: _Page | None = None) -> str:
+    page = page or _current()
+    url = urlsplit(st.context.url or "http://localhost:8501")
+    base = st.get_option("server.baseUrlPath").strip("/")
+    path = "/".join(p for p in (base, page.url_path) if p)
+    changed = {k: v for k, v in page.values.items() if v != page.defaults.get(k)}
+    return f"{url.scheme}://{url.netloc}/{path}" + (f"?{urlencode(changed)}" if changed else "")
+
+
+def _current() -> _Page:
+    page = st.session_state.get(PAGE)
+    if page is None:
+        raise RuntimeError("explorer.links: call page_setup(name) at the top of the page")
+    return page
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bound widgets
+
+
+def _bind(key: str, default, fits: Callable[[object], bool], to_url: Callable[[object], str], what: str):
+    """(widget keyword arguments, default) for key: the default is the teacher's if it fits, else the code's; the
+    widget is disabled when locked, bound to the URL otherwise. Notes a URL or classroom value that does not fit.
+    `fits.parse(raw)` is the value a URL string stands for, or None."""
+    page, room = _current(), classroom()
+    chosen = room.default(page.name, key)
+    if chosen is not None and not fits(chosen):
+        section = "locked" if room.is_locked(page.name, key) else "defaults"
+        page.problems.append(f"The classroom file's [{section}.{page.name}] {key} = {chosen!r} is not {what}; ignored.")
+        chosen = None
+    default = default if chosen is None else chosen
+    locked = chosen is not None and room.is_locked(page.name, key)
+    raw = page.query.get(key)
+    if raw is not None and locked:
+        page.problems.append(f"The link's {key}={raw} was ignored: the teacher has fixed {key} to {to_url(default)}.")
+    elif raw is not None and raw != to_url(default) and fits.parse(raw) is None:
+        page.problems.append(f"The link's {key}={raw} is not {what}; the default {to_url(default)} is used instead.")
+    elif raw is not None and (note := getattr(fits, "note", lambda r: None)(raw)):
+        page.problems.append(f"The link's {key}={raw} {note}.")
+    page.defaults[key] = to_url(default)
+    kwargs = {"key": key, "disabled": locked}
+    if locked:
+        st.session_state[key] = default  # the greyed-out widget shows the fixed value, whatever was there before
+    else:
+        kwargs["bind"] = "query-params"
+    return kwargs, default
+
+
+def _record(key: str, value, to_url) -> None:
+    _current().values[key] = to_url(value)
+
+
+def selectbox(label: str, options: Sequence, key: str, *, default=None, format_func=str, where=st, radio=False,
+              **kwargs):  # fmt: skip
+    """st.selectbox (or st.radio) over options, bound to ?key=<format_func(option)>."""
+    options = list(options)
+    default = options[0] if default is None else default
+    labels = {str(format_func(o)): o for o in options}
+
+    def fits(v):
+        return v in options
+
+    fits.parse = labels.get  # type: ignore[attr-defined]
+    extra, default = _bind(key, default, fits, lambda v: str(format_func(v)), f"one of {', '.join(labels)}")
+    widget = where.radio if radio else where.selectbox
+    value = widget(label, options, index=options.index(default), format_func=format_func, **extra, **kwargs)
+    _record(key, value, lambda v: str(format_func(v)))
+    return value
+
+
+def radio(label: str, options: Sequence, key: str, **kwargs):
+    return selectbox(label, options, key, radio=True, **kwargs)
+
+
+def _number_url(v) -> str:
+    return str(int(v)) if isinstance(v, int) and not isinstance(v, bool) else repr(float(v))
+
+
+def number(label: str, key: str, *, default, min_value=None, max_value=None, where=st, slider=False, **kwargs):
+    """st.number_input (or st.slider) bound to ?key=<number>. Integers when default is an int."""
+    integer = isinstance(default, int) and not isinstance(default, bool)
+
+    def fits(v):
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            return False
+        if integer and v != int(v):
+            return False
+        return (min_value is None or v >= min_value) and (max_value is None or v <= max_value)
+
+    def parse(raw: str):
+        """What Streamlit makes of raw: float(raw), truncated for an integer widget; None when it drops raw."""
+        try:
+            v = float(raw)
+        except ValueError:
+            return None
+        v = int(v) if integer and math.isfinite(v) else v
+        return v if fits(v) else None
+
+    def note(raw: str) -> str | None:
+        v = parse(raw)
+        return f"is not an integer; {v} is used" if integer and v is not None and float(raw) != v else None
+
+    fits.parse, fits.note = parse, note  # type: ignore[attr-defined]
+    what = "an integer" if integer else "a number"
+    bounds = f" in [{min_value}, {max_value}]" if min_value is not None and max_value is not None else ""
+    extra, default = _bind(key, default, fits, _number_url, what + bounds)
+    widget = where.slider if slider else where.number_input
+    start = int(default) if integer else float(default)
+    value = widget(label, min_value=min_value, max_value=max_value, value=start, **extra, **kwargs)
+    _record(key, value, _number_url)
+    return value
+
+
+def slider(label: str, key: str, **kwargs):
+    return number(label, key, slider=True, **kwargs)
+
+
+def flag(label: str, key: str, *, default: bool = False, where=st, toggle=False, **kwargs) -> bool:
+    """st.checkbox (or st.toggle) bound to ?key=true|false."""
+
+    def fits(v):
+        return isinstance(v, bool)
+
+    fits.parse = {"true": True, "false": False}.get  # type: ignore[attr-defined]
+    extra, default = _bind(key, default, fits, lambda v: str(bool(v)).lower(), "true or false")
+    value = (where.toggle if toggle else where.checkbox)(label, value=bool(default), **extra, **kwargs)
+    _record(key, value, lambda v: str(bool(v)).lower())
+    return bool(value)
