@@ -115,6 +115,15 @@ def test_a_faulty_classroom_file_is_reported_and_the_rest_still_applies(tmp_path
         assert room.max_steps == 77  # and the right entries still count
 
 
+def test_the_readme_example_is_a_faultless_classroom_file(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    path = tmp_path / "classroom.toml"
+    path.write_text(readme.split("```toml\n", 1)[1].split("```", 1)[0])
+    room = load_classroom(path, {})
+    assert not room.problems and room.hidden_pages == ("train",) and room.is_locked("schedules", "s0.T")
+    assert (room.max_n, room.max_steps, room.default("forward", "t")) == (64, 250, 250)
+
+
 def test_the_environment_wins_and_a_missing_file_is_a_problem_not_a_crash(tmp_path):
     env = {"DDPM_EXPLORER_TRAINING": "off", "DDPM_EXPLORER_MAX_RUNS": "3", "DDPM_EXPLORER_DATA": str(tmp_path)}
     room = load_classroom(tmp_path / "missing.toml", env)
