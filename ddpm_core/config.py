@@ -14,7 +14,7 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
-from ddpm_core.data import DATASETS, POINT_DATASETS
+from ddpm_core.data import DATASETS, POINT_DATASETS, Dataset, load_dataset
 from ddpm_core.models import PRESETS, ModelConfig
 from ddpm_core.schedules import SCHEDULES, make_schedule
 
@@ -40,6 +40,13 @@ class TrainConfig:
     schedule: str = "linear"  # one of ddpm_core.SCHEDULES
     schedule_params: dict[str, float] = field(default_factory=dict)  # e.g. {"beta_end": 0.02}; missing: defaults
     rescale_zero_terminal_snr: bool = False  # rescale β so that ᾱ_T = 0 (Lin et al. 2024)
+    prediction_type: str = "eps"  # what the network predicts: eps (the seed's), x0, or v (Salimans & Ho 2022)
+    loss_weighting: str = "none"  # none, or min_snr: weight each t by min(SNR_t, γ) (Hang et al. 2023)
+    min_snr_gamma: float = 5.0  # γ of min_snr
+    # classes and fine-tuning
+    class_conditional: bool = False  # learn p(x_0 | class) too, for classifier-free guidance (Ho & Salimans 2022)
+    label_dropout: float = 0.1  # share of labels swapped for the null label while training a conditional model
+    init_from: str = ""  # fine-tune: start from this checkpoint's weights (run folder or .safetensors)
     # optimisation
     lr: float = 2e-3  # AdamW learning rate after the warm-up
     batch_size: int = 128  # examples per optimiser step
@@ -99,6 +106,21 @@ class TrainConfig:
     def replace(self, **changes) -> TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
+    def load_data(self) -> Dataset:
+        """The training data these settings describe (raises DatasetError saying what is missing)."""
+        return load_dataset(
+            self.dataset,
+            data_root=self.data_root,
+            download=self.download,
+            folder=self.folder or None,
+            image_size=self.image_size or None,
+            resize_mode=self.resize_mode,
+            channels=self.channels or None,
+            classes=self.classes or None,
+            n_points=self.n_points,
+            seed=self.seed,
+        )
+
     def make_schedule(self):
         return make_schedule(
             self.schedule, self.T, rescale_zero_terminal_snr=self.rescale_zero_terminal_snr, **self.schedule_params
@@ -107,7 +129,7 @@ class TrainConfig:
     def model_config(self, in_channels: int, image_size: int, num_classes: int = 0) -> ModelConfig:
         """The network for data of this shape: the preset, with width and dropout overrides."""
         preset = self.model if self.model != "auto" else ("mlp" if self.is_points else "tiny")
-        settings = dict(PRESETS[preset])
+        settings = {**PRESETS[preset], "prediction": self.prediction_type}
         if self.base_channels:
             settings["base_channels"] = self.base_channels
         if self.dropout >= 0:
@@ -167,6 +189,15 @@ def validate(c: TrainConfig) -> None:
     for n in ("warmup", "grad_clip", "weight_decay", "preview_every", "checkpoint_every", "image_size"):
         if getattr(c, n) < 0:
             raise ValueError(f"{n} must be ≥ 0, got {getattr(c, n)}")
+    if c.prediction_type not in ("eps", "x0", "v"):
+        raise ValueError(f"prediction_type must be eps, x0 or v, got {c.prediction_type!r}")
+    if c.loss_weighting not in ("none", "min_snr"):
+        raise ValueError(f"loss_weighting must be none or min_snr, got {c.loss_weighting!r}")
+    _positive(c, "min_snr_gamma")
+    if not 0.0 <= c.label_dropout < 1.0:
+        raise ValueError(f"label_dropout must lie in [0, 1), got {c.label_dropout}")
+    if c.class_conditional and c.is_points:
+        raise ValueError(f"class_conditional needs labelled images; {c.dataset} is a 2D toy without classes")
     if not -1 <= c.evaluate_n <= 10_000 or c.evaluate_n == 1:
         raise ValueError(f"evaluate_n must be -1 (auto), 0 (off) or 2 to 10000, got {c.evaluate_n}")
     if c.resize_mode not in ("pad", "resize"):

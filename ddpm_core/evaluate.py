@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 
+import torch
 from torch import Tensor, nn
 
 from ddpm_core import metrics
@@ -68,9 +69,12 @@ def evaluate_model(
     sampler: Sampler = "ddim",
     steps: int = 50,
     seed: int = 0,
+    y: Tensor | None = None,
+    guidance: float = 1.0,
 ) -> dict:
     """Draw n samples of shape (C, H, W) or (2,) and score them: the report of evaluation.json (sampler, its
-    number of steps, sampling seconds, then quality_metrics)."""
+    number of steps, sampling seconds, then quality_metrics). y: (n,) requested classes of a conditional model; on
+    digits the report then says how often the classifier agrees ("class_accuracy")."""
     result = sample(
         model,
         diffusion,
@@ -80,14 +84,22 @@ def evaluate_model(
         steps=steps,
         clip_x0=not config.is_points,
         seed=seed,
+        y=y,
+        guidance=guidance,
         record_every=10**9,
     )
-    return {
+    report = {
         "sampler": sampler,
         "steps": len(result.timesteps),
         "sampling_seconds": round(result.wall_time, 3),
         **quality_metrics(result.samples, config),
     }
+    if y is not None:
+        report["guidance"] = guidance
+        if "class_histogram" in report:  # digits: the classifier's verdict on each requested class
+            predicted = metrics.digits_classifier().predict_proba(result.samples).argmax(1)
+            report["class_accuracy"] = float((predicted == y.cpu().numpy()).mean())
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--guidance", type=float, default=1.0, help="conditional models: the guidance scale (1: none)")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     if not 2 <= args.n <= 10_000:
@@ -116,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             sampler=args.sampler,
             steps=args.steps,
             seed=args.seed,
+            y=torch.arange(args.n) % K if (K := ckpt.model_config.num_classes) else None,  # every class in turn
+            guidance=args.guidance,
         )
     except (CheckpointError, DatasetError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -32,6 +32,7 @@ class ModelConfig:
     num_layers: int = 4  # mlp: residual blocks
     dropout: float = 0.0
     num_classes: int = 0  # > 0: class-conditional, with one extra null label for guidance
+    prediction: str = "eps"  # what the output stands for: eps, x0 or v (ddpm_core.objectives); samplers read it
 
     def __post_init__(self):
         # JSON gives lists; keep tuples so the config stays hashable
@@ -67,6 +68,8 @@ def validate_model_config(c: ModelConfig) -> None:
         raise ValueError(f"dropout must lie in [0, 1), got {c.dropout}")
     if c.num_classes < 0:
         raise ValueError(f"num_classes must be ≥ 0, got {c.num_classes}")
+    if c.prediction not in ("eps", "x0", "v"):
+        raise ValueError(f"unknown prediction type {c.prediction!r}; valid values: eps, x0, v")
     if c.kind == "mlp":
         if c.num_layers < 1:
             raise ValueError(f"num_layers must be ≥ 1, got {c.num_layers}")

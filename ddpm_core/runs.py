@@ -29,6 +29,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from ddpm_core.config import TrainConfig
+from ddpm_core.data import Dataset
 from ddpm_core.fileio import atomic_write
 from ddpm_core.models import ModelConfig, build_model
 
@@ -143,6 +144,11 @@ def save_weights(
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
+def data_info(ds: Dataset) -> dict:
+    """What a checkpoint needs to know of its data: sample shape, kind and class names."""
+    return {"name": ds.name, "kind": ds.kind, "shape": list(ds.sample_shape), "classes": ds.classes}
+
+
 class Checkpoint:
     """A loaded checkpoint: the network (eval mode, on CPU), its configs, the data shape and the step."""
 
@@ -161,6 +167,11 @@ class Checkpoint:
     @property
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.data["shape"])
+
+    @property
+    def classes(self) -> list[str]:
+        """The class names of its data, index = label ([] when unlabelled)."""
+        return [str(c) for c in self.data.get("classes") or []]
 
 
 def resolve_checkpoint(path: str | Path, prefer_ema: bool = True) -> Path:

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from ddpm_core.diffusion import Diffusion, Spacing, VarianceType
 from ddpm_core.gif import StepRecord
+from ddpm_core.objectives import output_to_eps
 
 Sampler = Literal["ddpm", "ddim"]
 CPU_CHUNK = 500  # samples per forward pass on the CPU
@@ -64,21 +65,30 @@ def sample_progressive(
     spacing: Spacing = "trailing",
     seed: int = 0,
     y: Tensor | None = None,
+    guidance: float = 1.0,
 ) -> Iterator[StepRecord]:
     """Yield StepRecord(t, x_t, x̂₀) for each step from x_T down, then StepRecord(0, x_0, x_0).
 
-    model: ε_θ(x, t[, y]) on the device to sample on; diffusion on the same device. shape: one sample's shape,
-    e.g. (1, 8, 8) or (2,). Tensors are yielded on the model's device (no host sync per step).
+    model: the network f_θ(x, t[, y]) on the device to sample on, predicting what its `config.prediction` says
+    (ε, x_0 or v; converted to ε here); diffusion on the same device. shape: one sample's shape, e.g. (1, 8, 8) or
+    (2,). y: (n,) class labels for a conditional model (None: unconditional, the null label). guidance: the
+    classifier-free guidance scale s of ε̃ = ε_θ(x, ∅) + s (ε_θ(x, y) − ε_θ(x, ∅)) (Ho & Salimans 2022; their w is
+    s − 1): 1 is plain conditional sampling, 0 unconditional. Tensors are yielded on the model's device (no host
+    sync per step).
     """
     steps = check_sampler_args(diffusion, sampler, steps, eta)
+    if y is not None and len(y) != n:
+        raise ValueError(f"y must hold one label per sample ({n}), got {len(y)}")
     device = next(model.parameters()).device
     generator = torch.Generator(device).manual_seed(seed)
     x = torch.randn((n, *shape), generator=generator, device=device)
     ts = diffusion.timesteps(steps, spacing).tolist()
     y = None if y is None else y.to(device)
+    prediction = getattr(getattr(model, "config", None), "prediction", "eps")
     for i, t in enumerate(ts):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        eps = _predict_eps(model, x, torch.full((n,), t, device=device, dtype=torch.long), y)
+        output = _guided_output(model, x, torch.full((n,), t, device=device, dtype=torch.long), y, guidance)
+        eps = output_to_eps(diffusion, prediction, output, x, t)
         if sampler == "ddpm":
             step = diffusion.ddpm_step(
                 eps, t, x, generator=generator, variance=variance, clip_x0=clip_x0, t_prev=t_prev
@@ -88,6 +98,17 @@ def sample_progressive(
         yield StepRecord(t + 1, x, step.x0_pred)
         x = step.x_prev
     yield StepRecord(0, x, x)
+
+
+def _guided_output(model: nn.Module, x: Tensor, t: Tensor, y: Tensor | None, guidance: float) -> Tensor:
+    """f_θ(x, t, y), or with guidance ≠ 1 the mix f(∅) + s (f(y) − f(∅)) of one pass over both label sets (the
+    conversion to ε is affine in the output with weights summing to 1, so mixing outputs is mixing ε's)."""
+    if y is None or guidance == 1.0:
+        return _predict_eps(model, x, t, y)
+    null = torch.full_like(y, model.config.num_classes)
+    both = _predict_eps(model, torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
+    cond, uncond = both.chunk(2)
+    return uncond + guidance * (cond - uncond)
 
 
 def _predict_eps(model: nn.Module, x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
@@ -133,6 +154,22 @@ def sample(
 # CLI
 
 
+def class_labels(ckpt, label: str, n: int) -> Tensor | None:
+    """(n,) labels for a conditional checkpoint's class given by name or index ("" → None, unconditional)."""
+    if not label:
+        return None
+    classes = ckpt.classes
+    if not ckpt.model_config.num_classes:
+        raise ValueError(f"{ckpt.path} is not class-conditional: sample it without a class")
+    if label in classes:
+        index = classes.index(label)
+    elif label.isdigit() and int(label) < ckpt.model_config.num_classes:
+        index = int(label)
+    else:
+        raise ValueError(f"unknown class {label!r}; this model knows {', '.join(classes) or 'none'}")
+    return torch.full((n,), index, dtype=torch.long)
+
+
 def save_npy(path: Path, samples: Tensor) -> None:
     with open(path, "wb") as f:  # np.save(path) would append ".npy" to a temp name
         np.save(f, samples.numpy().astype(np.float32))
@@ -159,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--spacing", choices=get_args(Spacing), default="trailing", help="how strided steps are chosen")
     p.add_argument("--n", type=int, default=64, help="number of samples")
+    p.add_argument("--class-label", default="", help="a conditional model's class (name or index); default: none")
+    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--record-every", type=int, default=0, help="GIF frame every k steps (default: ~60 frames)")
@@ -184,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         diffusion = Diffusion(ckpt.config.make_schedule()).to(device)
         points = ckpt.config.is_points
+        y = class_labels(ckpt, args.class_label, args.n)
         clip = (not points) if args.clip_x0 is None else args.clip_x0
         check_sampler_args(diffusion, args.sampler, args.steps or None, args.eta)  # before the bar: a clean error line
         bar = tqdm(total=1, desc=f"{args.sampler} sampling", unit="step")
@@ -204,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             clip_x0=clip,
             spacing=args.spacing,
             seed=args.seed,
+            y=y,
+            guidance=args.guidance,
             record_every=args.record_every or None,
             progress=progress,
         )

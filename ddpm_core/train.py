@@ -8,7 +8,6 @@ CLI: python -m ddpm_core.train --dataset digits --steps 3000 --out runs/digits
 from __future__ import annotations
 
 import argparse
-import copy
 import math
 import os
 import signal
@@ -22,11 +21,13 @@ from torch import Tensor, nn
 
 from ddpm_core import runs
 from ddpm_core.config import TrainConfig, add_config_flags, config_from_args
-from ddpm_core.data import Dataset, DatasetError, load_dataset
+from ddpm_core.data import DatasetError
 from ddpm_core.devices import resolve_device
 from ddpm_core.diffusion import Diffusion
+from ddpm_core.ema import EMA
 from ddpm_core.evaluate import evaluate_model
 from ddpm_core.models import build_model, count_parameters, describe_model
+from ddpm_core.objectives import loss_weight, training_target
 from ddpm_core.run_history import headline_metric
 from ddpm_core.sample import sample_progressive
 
@@ -37,43 +38,6 @@ class TrainingError(RuntimeError):
     """The run cannot go on (NaN loss, …); the message is recorded in status.json."""
 
 
-def load_training_data(config: TrainConfig) -> Dataset:
-    return load_dataset(
-        config.dataset,
-        data_root=config.data_root,
-        download=config.download,
-        folder=config.folder or None,
-        image_size=config.image_size or None,
-        resize_mode=config.resize_mode,
-        channels=config.channels or None,
-        classes=config.classes or None,
-        n_points=config.n_points,
-        seed=config.seed,
-    )
-
-
-def data_info(ds: Dataset) -> dict:
-    """What a checkpoint needs to know of its data: sample shape, kind and class names."""
-    return {"name": ds.name, "kind": ds.kind, "shape": list(ds.sample_shape), "classes": ds.classes}
-
-
-class EMA:
-    """Exponential moving average of the weights, θ_ema ← d·θ_ema + (1 − d)·θ, with d warmed up as
-    min(decay, (1 + step)/(10 + step)) so early averages are not dominated by the random initialisation."""
-
-    def __init__(self, model: nn.Module, decay: float):
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.decay = decay
-
-    @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))
-        ema_params = list(self.model.parameters())
-        torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1 - d)
-        for b_ema, b in zip(self.model.buffers(), model.buffers(), strict=True):
-            b_ema.copy_(b)
-
-
 class Trainer:
     """One run: build everything from a TrainConfig, then train() writes the run folder as it goes."""
 
@@ -82,11 +46,15 @@ class Trainer:
         self.stop_requested = False
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
-        self.data = load_training_data(config)
+        self.data = config.load_data()
         self.x = self.data.x.to(self.device)
+        self.y = self._labels()
         shape = self.data.sample_shape
-        self.model_config = config.model_config(in_channels=shape[0], image_size=shape[-1])
+        num_classes = len(self.data.classes) if config.class_conditional else 0
+        self.model_config = config.model_config(in_channels=shape[0], image_size=shape[-1], num_classes=num_classes)
         self.model = build_model(self.model_config).to(self.device)
+        if config.init_from and not resume:
+            self._init_from(config.init_from)
         self.ema = EMA(self.model, config.ema_decay)
         self.diffusion = Diffusion(config.make_schedule()).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -101,21 +69,29 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------------------
 
-    def loss(self, x0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The simplified objective. x0: (B, ...). Returns (mean loss, per-sample loss (B,), t (B,))."""
-        B = x0.shape[0]
+    def loss(self, x0: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """The simplified objective ‖target − f_θ(x_t, t[, y])‖², target ε, x_0 or v (ddpm_core.objectives), with
+        t uniform and optionally min-SNR-γ weights. x0: (B, ...); y: (B,) labels of a conditional model, each
+        swapped for the null label with probability label_dropout. Returns (mean, per-sample (B,), t (B,))."""
+        c, B = self.config, x0.shape[0]
         t = torch.randint(0, self.diffusion.num_timesteps, (B,), generator=self.generator, device=self.device)
         noise = torch.randn(x0.shape, generator=self.generator, device=self.device)
         x_t = self.diffusion.q_sample(x0, t, noise)
+        if y is not None:
+            drop = torch.rand(B, generator=self.generator, device=self.device) < c.label_dropout
+            y = torch.where(drop, self.model_config.num_classes, y)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            eps_pred = self.model(x_t, t)
-        per_sample = F.mse_loss(eps_pred.float(), noise, reduction="none").flatten(1).mean(1)
+            output = self.model(x_t, t) if y is None else self.model(x_t, t, y=y)
+        target = training_target(self.diffusion, c.prediction_type, x0, t, noise)  # type: ignore[arg-type]
+        per_sample = F.mse_loss(output.float(), target.float(), reduction="none").flatten(1).mean(1)
+        per_sample = per_sample * loss_weight(self.diffusion, c.prediction_type, c.loss_weighting, t, c.min_snr_gamma)  # type: ignore[arg-type]
         return per_sample.mean(), per_sample.detach(), t
 
-    def train_step(self, x0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """One optimiser step on the batch x0 (B, ...), then the EMA update. Returns what loss() returns."""
+    def train_step(self, batch: Tensor | tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """One optimiser step on a batch from batches() — x0 (B, ...), or (x0, y) for a conditional model — then
+        the EMA update. Returns what loss() returns."""
         self.model.train()
-        loss, per_sample, t = self.loss(x0)
+        loss, per_sample, t = self.loss(*batch) if isinstance(batch, tuple) else self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.grad_clip > 0:
@@ -132,7 +108,8 @@ class Trainer:
         while True:
             perm = torch.randperm(n, generator=self.generator, device=self.device)
             for i in range(0, n - B + 1, B):
-                yield self.x[perm[i : i + B]]
+                idx = perm[i : i + B]
+                yield self.x[idx] if self.y is None else (self.x[idx], self.y[idx])
 
     def train(self) -> dict:
         c = self.config
@@ -150,7 +127,7 @@ class Trainer:
             error=None,
             device=str(self.device),
             model=describe_model(self.model_config, self.model),
-            data=data_info(self.data),
+            data=runs.data_info(self.data),
         )
         self.log(
             f"{self.data.name}: {len(self.data.x)} samples of shape {tuple(self.data.sample_shape)}; "
@@ -243,6 +220,7 @@ class Trainer:
                 steps=c.preview_steps,
                 clip_x0=not c.is_points,
                 seed=c.seed,
+                y=self.cycled_labels(c.preview_n),
             )
             x = last.x_t.float().cpu()
             save_png(
@@ -260,13 +238,46 @@ class Trainer:
         runs.write_status(self.run_dir, "running", step=self.step, phase="evaluating")
         try:
             report = evaluate_model(
-                self.ema.model, self.diffusion, self.config, tuple(self.data.sample_shape), n, seed=self.config.seed
+                self.ema.model,
+                self.diffusion,
+                self.config,
+                tuple(self.data.sample_shape),
+                n,
+                seed=self.config.seed,
+                y=self.cycled_labels(n),
             )
         except (DatasetError, ValueError, RuntimeError) as e:  # e.g. reference images gone, out of memory
             self.log(f"evaluation failed: {e}")
             report = {"error": f"{type(e).__name__}: {e}"}
         runs.write_json(self.run_dir / runs.EVALUATION, {"step": self.step, "n": n, **report})
         runs.write_status(self.run_dir, "running", step=self.step, phase=None)
+
+    def cycled_labels(self, n: int) -> Tensor | None:
+        """0, 1, …, K−1, 0, 1, … (n,) for a conditional model (a grid row per class), None otherwise."""
+        K = self.model_config.num_classes
+        return torch.arange(n, device=self.device) % K if K else None
+
+    def _labels(self) -> Tensor | None:
+        if not self.config.class_conditional:
+            return None
+        if self.data.y is None or len(self.data.classes) < 2:
+            raise ValueError(
+                f"class_conditional needs a data set with at least two classes; {self.data.name} has "
+                f"{len(self.data.classes) if self.data.y is not None else 'no'} classes"
+            )
+        return self.data.y.to(self.device)
+
+    def _init_from(self, path: str) -> None:
+        """Fine-tuning: the checkpoint's weights, which must fit this run's network (same shape, classes, target)."""
+        ckpt = runs.load_checkpoint(path)
+        if ckpt.model_config != self.model_config:
+            raise runs.CheckpointError(
+                f"cannot fine-tune {ckpt.path}: it holds {describe_model(ckpt.model_config)}, this run builds "
+                f"{describe_model(self.model_config)}; pass its settings (width, T, prediction type, classes, "
+                "data shape) or start from its config"
+            )
+        self.model.load_state_dict(ckpt.model.state_dict())
+        self.log(f"fine-tuning from {ckpt.path} (step {ckpt.step})")
 
     def _checkpoint(self) -> None:
         # the loss is only checked every log_every steps: never let NaN weights replace the last good checkpoint
@@ -275,7 +286,7 @@ class Trainer:
                 f"the weights became nan/inf by step {self.step}: training diverged. Lower the learning rate "
                 f"(now {self.config.lr:g}) or keep gradient clipping on; the last checkpoint is kept."
             )
-        info = data_info(self.data)
+        info = runs.data_info(self.data)
         runs.save_training_state(
             self.run_dir / runs.STATE, self.step, self.optimizer, self.lr_schedule, self.generator.get_state()
         )
@@ -348,7 +359,11 @@ def main(argv: list[str] | None = None) -> int:
             if saved is None:
                 raise runs.CheckpointError(f"nothing to resume: {run_dir / runs.CONFIG} is missing")
             config = config_from_args(args, {**saved, "out": config.out, "name": config.name})
-        elif (run_dir / runs.MODEL).exists():
+        elif config.init_from:  # fine-tuning: the checkpoint's settings, then the flags given
+            saved = runs.load_checkpoint(config.init_from).config.to_dict()
+            config = config_from_args(args, {**saved, "out": config.out, "name": config.name,
+                                             "init_from": config.init_from})  # fmt: skip
+        if not args.resume and (run_dir / runs.MODEL).exists():
             raise ValueError(
                 f"{run_dir} already holds a trained model; pass --resume to continue it or pick another --out/--name"
             )
