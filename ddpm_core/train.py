@@ -7,7 +7,6 @@ CLI: python -m ddpm_core.train --dataset digits --steps 3000 --out runs/digits
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import signal
@@ -19,16 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ddpm_core import runs
-from ddpm_core.config import TrainConfig, add_config_flags, config_from_args
+from ddpm_core import distributed, runs
+from ddpm_core.config import TrainConfig
 from ddpm_core.data import DatasetError
 from ddpm_core.devices import resolve_device
 from ddpm_core.diffusion import Diffusion
 from ddpm_core.ema import EMA
 from ddpm_core.evaluate import evaluate_model
-from ddpm_core.models import build_model, count_parameters, describe_model
+from ddpm_core.models import build_model, describe_model
 from ddpm_core.objectives import loss_weight, training_target
-from ddpm_core.run_history import headline_metric
 from ddpm_core.sample import sample_progressive
 
 N_BUCKETS = 10  # loss is also logged per tenth of the t range: which noise levels are hard
@@ -44,8 +42,9 @@ class Trainer:
     def __init__(self, config: TrainConfig, run_dir: Path, resume: bool = False, log=print):
         self.config, self.run_dir, self.log = config, Path(run_dir), log
         self.stop_requested = False
-        self.device = resolve_device(config.device)
-        torch.manual_seed(config.seed)
+        self.world = distributed.world_from_env()  # one process, or one of torchrun's
+        self.device = distributed.start(self.world, resolve_device(config.device))
+        torch.manual_seed(config.seed)  # the same initial weights on every rank
         self.data = config.load_data()
         self.x = self.data.x.to(self.device)
         self.y = self._labels()
@@ -55,12 +54,14 @@ class Trainer:
         self.model = build_model(self.model_config).to(self.device)
         if config.init_from and not resume:
             self._init_from(config.init_from)
+        self.net = distributed.wrap(self.model, self.world, self.device)  # what train_step runs: DDP under torchrun
         self.ema = EMA(self.model, config.ema_decay)
         self.diffusion = Diffusion(config.make_schedule()).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         warmup = max(1, config.warmup)
         self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
-        self.generator = torch.Generator(self.device).manual_seed(config.seed)  # on the device: no copies per step
+        # t, ε and data order, drawn on the device (no copies per step); each rank its own stream under torchrun
+        self.generator = torch.Generator(self.device).manual_seed(config.seed + self.world.rank)
         self.total_steps = config.total_steps(len(self.data.x))
         self.step = 0
         self.autocast = self.device.type == "cuda" and config.mixed_precision
@@ -81,7 +82,7 @@ class Trainer:
             drop = torch.rand(B, generator=self.generator, device=self.device) < c.label_dropout
             y = torch.where(drop, self.model_config.num_classes, y)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            output = self.model(x_t, t) if y is None else self.model(x_t, t, y=y)
+            output = self.net(x_t, t) if y is None else self.net(x_t, t, y=y)
         target = training_target(self.diffusion, c.prediction_type, x0, t, noise)  # type: ignore[arg-type]
         per_sample = F.mse_loss(output.float(), target.float(), reduction="none").flatten(1).mean(1)
         per_sample = per_sample * loss_weight(self.diffusion, c.prediction_type, c.loss_weighting, t, c.min_snr_gamma)  # type: ignore[arg-type]
@@ -98,20 +99,36 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.lr_schedule.step()
-        self.ema.update(self.model, self.step)
+        if self.world.is_main:  # only rank 0 saves, so only rank 0 keeps the average
+            self.ema.update(self.model, self.step)
         self.step += 1
         return loss, per_sample, t
 
     def batches(self):
-        """Minibatches of x, reshuffled every epoch."""
-        n, B = len(self.x), min(self.config.batch_size, len(self.x))
-        while True:
-            perm = torch.randperm(n, generator=self.generator, device=self.device)
-            for i in range(0, n - B + 1, B):
-                idx = perm[i : i + B]
-                yield self.x[idx] if self.y is None else (self.x[idx], self.y[idx])
+        """Minibatches of x (with y for a conditional model), reshuffled every epoch; this rank's share under
+        torchrun."""
+        n, world = len(self.x), self.world
+        B = min(distributed.per_rank_batch(self.config.batch_size, world), n // world.size)
+        for idx in distributed.batch_indices(n, B, world, self.config.seed, self.generator):
+            yield self.x[idx] if self.y is None else (self.x[idx], self.y[idx])
 
     def train(self) -> dict:
+        try:
+            return self._train() if self.world.is_main else self._train_follower()
+        finally:
+            distributed.finish(self.world)
+
+    def _train_follower(self) -> dict:
+        """Ranks 1 … N−1 under torchrun: the same steps, writing nothing."""
+        previous = signal.signal(signal.SIGTERM, self._request_stop) if _main_thread() else None
+        try:
+            state = self._loop()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        return {"state": state, "step": self.step}
+
+    def _train(self) -> dict:
         c = self.config
         (self.run_dir / runs.PREVIEWS).mkdir(parents=True, exist_ok=True)
         (self.run_dir / runs.STOP).unlink(missing_ok=True)
@@ -125,7 +142,7 @@ class Trainer:
             total_steps=self.total_steps,
             started=time.time(),
             error=None,
-            device=str(self.device),
+            device=str(self.device) + (f" × {self.world.size} processes" if self.world.active else ""),
             model=describe_model(self.model_config, self.model),
             data=runs.data_info(self.data),
         )
@@ -167,12 +184,13 @@ class Trainer:
             n_logged += 1
             train_time += time.perf_counter() - tick
             if self.step % c.log_every == 0 or self.step == self.total_steps:
-                mean_loss = (loss_sum / n_logged).item()  # one host sync per log interval
+                mean_loss = distributed.mean_across(loss_sum / n_logged, self.world).item()  # one sync per interval
                 if not math.isfinite(mean_loss):
                     raise TrainingError(
                         f"the loss became {mean_loss} at step {self.step}: training diverged. Lower the learning "
                         f"rate (now {c.lr:g}) or keep gradient clipping on; the last checkpoint is kept."
                     )
+                sums, counts = distributed.mean_across(sums, self.world), distributed.mean_across(counts, self.world)
                 buckets = (sums / counts.clamp(min=1)).tolist()
                 record = {
                     "step": self.step,
@@ -183,22 +201,25 @@ class Trainer:
                     "elapsed": time.perf_counter() - started,
                     "time": time.time(),
                 }
-                runs.append_metrics(self.run_dir, record)
+                if self.world.is_main:
+                    runs.append_metrics(self.run_dir, record)
+                    runs.write_status(self.run_dir, "running", step=self.step)
                 progress.update(self.step - progress.n)
                 progress.set_postfix(loss=f"{mean_loss:.4f}")
                 sums.zero_(), counts.zero_(), loss_sum.zero_()
                 n_logged, train_time = 0, 0.0
-                runs.write_status(self.run_dir, "running", step=self.step)
-                if self.stop_requested or (self.run_dir / runs.STOP).exists():
+                stop = self.stop_requested or (self.run_dir / runs.STOP).exists()
+                if distributed.any_rank(stop, self.world, self.device):
                     break
-            if c.preview_every and self.step % c.preview_every == 0:
+            if self.world.is_main and c.preview_every and self.step % c.preview_every == 0:
                 self.preview()
-            if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+            if self.world.is_main and c.checkpoint_every and self.step % c.checkpoint_every == 0:
                 self._checkpoint()
         progress.close()
-        if not c.preview_every or self.step % c.preview_every:
-            self.preview()
-        self._checkpoint()
+        if self.world.is_main:
+            if not c.preview_every or self.step % c.preview_every:
+                self.preview()
+            self._checkpoint()
         return "done" if self.step >= self.total_steps else "stopped"
 
     # ------------------------------------------------------------------------------------------------------------
@@ -312,9 +333,12 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group.update(lr=self.config.lr * warmup, initial_lr=self.config.lr, weight_decay=self.config.weight_decay)
         self.lr_schedule.base_lrs = [self.config.lr] * len(self.optimizer.param_groups)
-        self.generator.set_state(state["rng"])
         self.step = raw.step  # the weights are the source of truth for the step count
-        runs.truncate_metrics(self.run_dir, self.step)
+        if self.world.is_main:
+            self.generator.set_state(state["rng"])
+            runs.truncate_metrics(self.run_dir, self.step)
+        else:  # the saved stream is rank 0's: the others start fresh ones of their own
+            self.generator.manual_seed(self.config.seed + self.world.rank + self.step)
 
     def _request_stop(self, signum, frame) -> None:
         self.stop_requested = True
@@ -332,58 +356,11 @@ def _progress_bar(total: int, initial: int):
     return tqdm(total=total, initial=initial, desc="training", unit="step", disable=not sys.stderr.isatty())
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# CLI
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m ddpm_core.train",
-        description="Train a DDPM noise predictor ε_θ. Every TrainConfig field is a flag.",
-    )
-    p.add_argument("--config", type=Path, help="a JSON file with TrainConfig fields; flags given override it")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out/--name from its last checkpoint")
-    add_config_flags(p)
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        base = TrainConfig.from_json_file(args.config) if args.config else None
-        config = config_from_args(args, base)
-        run_dir = runs.run_dir_for(config)
-        if args.resume:
-            saved = runs.read_json(run_dir / runs.CONFIG)
-            if saved is None:
-                raise runs.CheckpointError(f"nothing to resume: {run_dir / runs.CONFIG} is missing")
-            config = config_from_args(args, {**saved, "out": config.out, "name": config.name})
-        elif config.init_from:  # fine-tuning: the checkpoint's settings, then the flags given
-            saved = runs.load_checkpoint(config.init_from).config.to_dict()
-            config = config_from_args(args, {**saved, "out": config.out, "name": config.name,
-                                             "init_from": config.init_from})  # fmt: skip
-        if not args.resume and (run_dir / runs.MODEL).exists():
-            raise ValueError(
-                f"{run_dir} already holds a trained model; pass --resume to continue it or pick another --out/--name"
-            )
-        trainer = Trainer(config, run_dir, resume=args.resume)
-        status = trainer.train()
-    except (ValueError, DatasetError, runs.CheckpointError, TrainingError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)  # status.json records it too
-        return 1 if isinstance(e, TrainingError | OSError) else 2
-    except KeyboardInterrupt:
-        print("stopped; the last checkpoint is saved", file=sys.stderr)
-        return 130
-    metrics = runs.read_metrics(run_dir)
-    final = f", final loss {metrics[-1]['loss']:.4f}" if metrics else ""
-    if score := headline_metric(run_dir):
-        final += f", {score}"
-    print(
-        f"{status['state']} at step {status['step']}{final}; {count_parameters(trainer.model):,} parameters; "
-        f"run folder {run_dir}"
-    )
-    return 0
+    """The CLI (ddpm_core.train_cli): `python -m ddpm_core.train --help`."""
+    from ddpm_core.train_cli import main as cli_main
+
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,70 @@
+"""The training CLI: `python -m ddpm_core.train` (torchrun: `torchrun --nproc_per_node=N -m ddpm_core.train …`).
+
+Every TrainConfig field is a flag; --config FILE.json gives a base; --resume continues a run folder; --init-from
+fine-tunes a checkpoint (its settings are the base, the flags given override them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ddpm_core import runs
+from ddpm_core.config import TrainConfig, add_config_flags, config_from_args
+from ddpm_core.data import DatasetError
+from ddpm_core.models import count_parameters
+from ddpm_core.run_history import headline_metric
+from ddpm_core.train import Trainer, TrainingError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m ddpm_core.train",
+        description="Train a DDPM noise predictor ε_θ. Every TrainConfig field is a flag.",
+    )
+    p.add_argument("--config", type=Path, help="a JSON file with TrainConfig fields; flags given override it")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out/--name from its last checkpoint")
+    add_config_flags(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        base = TrainConfig.from_json_file(args.config) if args.config else None
+        config = config_from_args(args, base)
+        run_dir = runs.run_dir_for(config)
+        if args.resume:
+            saved = runs.read_json(run_dir / runs.CONFIG)
+            if saved is None:
+                raise runs.CheckpointError(f"nothing to resume: {run_dir / runs.CONFIG} is missing")
+            config = config_from_args(args, {**saved, "out": config.out, "name": config.name})
+        elif config.init_from:  # fine-tuning: the checkpoint's settings, then the flags given
+            saved = runs.load_checkpoint(config.init_from).config.to_dict()
+            config = config_from_args(args, {**saved, "out": config.out, "name": config.name,
+                                             "init_from": config.init_from})  # fmt: skip
+        if not args.resume and (run_dir / runs.MODEL).exists():
+            raise ValueError(
+                f"{run_dir} already holds a trained model; pass --resume to continue it or pick another --out/--name"
+            )
+        trainer = Trainer(config, run_dir, resume=args.resume)
+        status = trainer.train()
+    except (ValueError, DatasetError, runs.CheckpointError, TrainingError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)  # status.json records it too
+        return 1 if isinstance(e, TrainingError | OSError) else 2
+    except KeyboardInterrupt:
+        print("stopped; the last checkpoint is saved", file=sys.stderr)
+        return 130
+    if not trainer.world.is_main:
+        return 0  # rank 0 reports for all
+    metrics = runs.read_metrics(run_dir)
+    final = f", final loss {metrics[-1]['loss']:.4f}" if metrics else ""
+    if score := headline_metric(run_dir):
+        final += f", {score}"
+    print(
+        f"{status['state']} at step {status['step']}{final}; {count_parameters(trainer.model):,} parameters; "
+        f"run folder {run_dir}"
+    )
+    return 0
