@@ -83,7 +83,11 @@ x_t &= \sqrt{\alpha_t}\, x_{t-1} + \sqrt{1-\alpha_t}\,\epsilon_{t-1}\\
 \quad\Longrightarrow\quad x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon
 \end{aligned}"""
 )
-if t + 1 > MAX_CHAIN_STEPS:
+run_chain = links.flag("Run the chain at each t", "chain", toggle=True,
+                       help="64 chains of t + 1 q_steps against 64 draws of q_sample: up to a second per t")  # fmt: skip
+if not run_chain:
+    st.caption("Switch on to check it here: the chain costs a fraction of a second at every new t.")
+elif t + 1 > MAX_CHAIN_STEPS:
     st.info(f"The chain to t = {t} would take {t + 1:,} steps; pick t < {MAX_CHAIN_STEPS:,} to run it here.")
 else:
     fw.show_chain(*fw.chain(sched, source.id, t, seed, _x0=source.x0), len(source.x0) if mode == "points" else None)

@@ -47,7 +47,11 @@ def test_the_page_renders_x_t_its_numbers_and_the_strip(at):
     assert r"\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon" in latex
     assert r"\sqrt{\alpha_t\alpha_{t-1}}\, x_{t-2}" in latex  # the two-step derivation
     assert any("index + 1" in c.value for c in at.caption)
-    assert len(_images(at)) >= 4  # x_t, the strip, chain and closed form, the compared schedules
+    assert len(_images(at)) == 4  # x_t, the strip, the two compared schedules; the chain waits for its switch
+    assert "std" not in " ".join(m.value for m in at.markdown)
+    at.toggle(key="chain").set_value(True)
+    rerun(at)
+    assert len(_images(at)) == 6  # + one draw of the chain and one of the closed form
     assert "std" in " ".join(m.value for m in at.markdown)  # the chain-vs-closed table
     assert at.download_button(key="download_strip").label.startswith("Download")
     histogram = _charts(at)[0]
@@ -171,6 +175,7 @@ def test_other_sources_a_photo_and_a_data_set_that_is_not_on_disk(at, tmp_path, 
 
 
 def test_a_chain_too_long_to_run_says_so_and_the_rest_still_shows(at):
+    at.toggle(key="chain").set_value(True)
     at.number_input(key="T").set_value(30_000)
     rerun(at)
     at.slider(key="t").set_value(25_000)
