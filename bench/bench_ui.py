@@ -83,7 +83,7 @@ def forward_rows(quick: bool) -> list[str]:
     return [
         f"| core: x_t + histogram (`forward_frame`) | {frame:.1f} |",
         f"| core: + the PNG the page shows (`shown_frame`) | {shown:.1f} |",
-        f"| core: chain vs closed form at the new t (`chain_vs_closed`; the page runs it per t when its switch is on) | {chain:.0f} |",
+        f"| core: chain vs closed form at a new t (`chain_vs_closed`; per t when its switch is on) | {chain:.0f} |",
         f"| page rerun (AppTest) after moving t to a new value | {page_new_t:.0f} |",
         f"| page rerun (AppTest) with nothing changed (every call cached) | {page_same:.0f} |",
     ]

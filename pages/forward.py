@@ -84,7 +84,7 @@ x_t &= \sqrt{\alpha_t}\, x_{t-1} + \sqrt{1-\alpha_t}\,\epsilon_{t-1}\\
 \end{aligned}"""
 )
 run_chain = links.flag("Run the chain at each t", "chain", toggle=True,
-                       help="64 chains of t + 1 q_steps against 64 draws of q_sample: up to a second per t")  # fmt: skip
+                       help="64 chains of t + 1 q_steps vs 64 draws of q_sample: up to a second per t")  # fmt: skip
 if not run_chain:
     st.caption("Switch on to check it here: the chain costs a fraction of a second at every new t.")
 elif t + 1 > MAX_CHAIN_STEPS:
