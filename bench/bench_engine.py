@@ -21,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import append_results, machine  # noqa: E402
+from bench.common import machine, publish  # noqa: E402
 from ddpm_core.config import TrainConfig  # noqa: E402
 from ddpm_core.metrics import digits_report  # noqa: E402
 from ddpm_core.sample import sample  # noqa: E402
@@ -99,9 +99,7 @@ def main() -> None:
         f"{min(times):.2f} s (runs: {', '.join(f'{t:.2f}' for t in times)}; goal ≤ 5 s).",
         "",
     ]
-    print("\n".join(lines))
-    if args.write:
-        append_results(lines)
+    publish(lines, args.write)
 
 
 if __name__ == "__main__":

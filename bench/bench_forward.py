@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import append_results, machine  # noqa: E402
+from bench.common import machine, publish  # noqa: E402
 from ddpm_core.data import load_dataset  # noqa: E402
 from ddpm_core.forward import (  # noqa: E402
     chain_vs_closed,
@@ -86,9 +86,7 @@ def main() -> None:
         *rows,
         "",
     ]
-    print("\n".join(lines))
-    if args.write:
-        append_results(lines)
+    publish(lines, args.write)
 
 
 if __name__ == "__main__":

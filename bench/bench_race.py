@@ -28,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import append_results, machine  # noqa: E402
+from bench.common import machine, publish  # noqa: E402
 from bench.seed_recipe import SeedRecipe  # noqa: E402
 from bench.seed_recipe import T as SEED_T  # noqa: E402
 from ddpm_core.config import TrainConfig  # noqa: E402
@@ -317,10 +317,8 @@ def main() -> None:
     if rel is not None:
         grids = f"Final samples: seed `{rel}/seed_samples.png`, ours `{rel}/ours_samples.png`."
         lines += [f"![FD vs training time]({rel}/race_fd.svg)", "", grids, ""]
-    print("\n".join(lines))
+    publish(lines, args.write)
     print(f"plot and grids in {args.out}")
-    if args.write:
-        append_results(lines)
 
 
 if __name__ == "__main__":

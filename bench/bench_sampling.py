@@ -26,7 +26,7 @@ from torch import Tensor, nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import append_results, machine  # noqa: E402
+from bench.common import machine, publish  # noqa: E402
 from ddpm_core.diffusion import Diffusion  # noqa: E402
 from ddpm_core.metrics import digits_report  # noqa: E402
 from ddpm_core.runs import load_checkpoint  # noqa: E402
@@ -261,10 +261,8 @@ def main() -> None:
         *quality_table(quality, args.n),
         *loop_table(loops),
     ]
-    print("\n".join(lines))
+    publish(lines, args.write)
     print(f"(bench wall time {time.perf_counter() - start:.0f} s)")
-    if args.write:
-        append_results(lines)
 
 
 if __name__ == "__main__":

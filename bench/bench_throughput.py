@@ -31,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import append_results, machine  # noqa: E402
+from bench.common import machine, publish  # noqa: E402
 from ddpm_core.config import TrainConfig  # noqa: E402
 from ddpm_core.data import one_line  # noqa: E402
 from ddpm_core.train import Trainer  # noqa: E402
@@ -259,9 +259,7 @@ def main() -> None:
         f"- The whole run took {total:.0f} s.",
         "",
     ]
-    print("\n".join(lines))
-    if args.write:
-        append_results(lines)
+    publish(lines, args.write)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_forward import median_ms  # noqa: E402
-from bench.common import append_results, machine  # noqa: E402
+from bench.common import machine, publish  # noqa: E402
 from ddpm_core.forward import chain_vs_closed, forward_frame, shown_frame  # noqa: E402
 from ddpm_core.images import sample_photo  # noqa: E402
 from ddpm_core.run_history import history_row  # noqa: E402
@@ -354,9 +354,7 @@ def main() -> None:
         *memory,
         "",
     ]
-    print("\n".join(lines))
-    if args.write:
-        append_results(lines)
+    publish(lines, args.write)
 
 
 if __name__ == "__main__":

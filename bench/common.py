@@ -30,3 +30,10 @@ def append_results(lines: list[str]) -> None:
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
     gap = "" if text.endswith("\n\n") else "\n"
     RESULTS.write_text(text + gap + "\n".join(lines).rstrip("\n") + "\n")
+
+
+def publish(lines: list[str], write: bool) -> None:
+    """Print a section, and with --write append it to bench/RESULTS.md."""
+    print("\n".join(lines))
+    if write:
+        append_results(lines)
