@@ -30,6 +30,7 @@ $DDPM_EXPLORER_DATA.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -69,6 +70,22 @@ class Classroom:
 
     def is_locked(self, page: str, key: str) -> bool:
         return key in self.locked.get(page, {})
+
+
+def current() -> Classroom:
+    """The settings in force now: the file named by the arguments or the environment, reread when it or the
+    environment variables change (every page run and every launch asks)."""
+    path = config_path()
+    try:
+        mtime = Path(path).stat().st_mtime if path else 0.0
+    except OSError:
+        mtime = -1.0  # missing: load_classroom lists it among its problems
+    return _cached(path, mtime, tuple((k, os.environ.get(k, "")) for k in ENVIRONMENT))
+
+
+@functools.lru_cache(maxsize=4)
+def _cached(path: str, mtime: float, environ: tuple[tuple[str, str], ...]) -> Classroom:
+    return load_classroom(path, dict(environ))
 
 
 def config_path(argv: list[str] | None = None) -> str:

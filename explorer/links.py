@@ -13,15 +13,13 @@ is shown greyed out and no link can change it.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import streamlit as st
 
-from explorer.classroom import ENVIRONMENT, Classroom, config_path, load_classroom
+from explorer.classroom import Classroom, current
 
 PAGE = "_links.page"  # session state: the _Page of the run in progress
 
@@ -38,19 +36,9 @@ class _Page:
     problems: list[str] = field(default_factory=list)
 
 
-@st.cache_resource(max_entries=4, show_spinner=False)
-def _classroom(path: str, mtime: float, environ: tuple[tuple[str, str], ...]) -> Classroom:
-    return load_classroom(path, dict(environ))
-
-
 def classroom() -> Classroom:
-    """The server's classroom settings, reread when the file or the environment variables change."""
-    path = config_path()
-    try:
-        mtime = Path(path).stat().st_mtime if path else 0.0
-    except OSError:
-        mtime = -1.0  # missing: load_classroom says so in its problems
-    return _classroom(path, mtime, tuple((k, os.environ.get(k, "")) for k in ENVIRONMENT))
+    """The server's classroom settings (explorer.classroom.current)."""
+    return current()
 
 
 def page_setup(name: str) -> None:
