@@ -18,7 +18,7 @@ from pathlib import Path
 from ddpm_core import runs
 
 LOG, EVALUATION = "train.log", runs.EVALUATION
-STATES = ("running", "done", "stopped", "failed")
+STATES = ("queued", "running", "done", "stopped", "failed")  # queued: waiting for a free slot (explorer/jobs.py)
 RUN_FILES = (runs.CONFIG, runs.STATUS, runs.METRICS, LOG)  # any of these makes a folder a run
 PREVIEW = re.compile(r"step_(\d{6,})_(raw|ema)\.png")  # the trainer writes step:06d
 # The headline number of an evaluation report, best first: (key, label); lower is better for all four
@@ -85,6 +85,8 @@ def run_state(status: dict) -> str:
         return "unknown"
     if state == "running" and not pid_alive(status.get("pid")):
         return "interrupted"
+    if state == "queued" and pid_alive(status.get("pid")):
+        return "running"  # taken from the queue: its trainer is starting
     return state
 
 
@@ -332,6 +334,14 @@ def history_row(run_dir: Path) -> RunRow:
         error=error,
         updated=updated,
     )
+
+
+def queued_runs(runs_root: Path) -> list[Path]:
+    """The run folders under runs_root that wait in the queue, first come first: by the status's "queued" time,
+    then by name."""
+    found = [(read_status(p), p) for p in run_dirs(runs_root)]
+    waiting = [(_number(s.get("queued")) or 0.0, p.name, p) for s, p in found if run_state(s) == "queued"]
+    return [p for _, _, p in sorted(waiting)]
 
 
 def history(runs_root: Path) -> list[RunRow]:

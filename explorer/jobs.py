@@ -1,4 +1,5 @@
-"""Training runs as separate processes: launch, stop, resume, and a limit on how many run at once.
+"""Training runs as separate processes: launch, stop, resume, a limit on how many run at once, and a queue for the
+runs that wait for a free slot.
 
 Each run is `python -m ddpm_core.train --config <run>/config.json --out <run>` (the CLI, the same TrainConfig), in
 its own session so that a stop signals only it and the app never waits on it. Its stdout and stderr go to
@@ -6,6 +7,13 @@ its own session so that a stop signals only it and the app never waits on it. It
 stop runs, and to record a process that died without writing its status), so after an app restart the runs are
 still found through their folders. One JobRegistry serves every browser session (explorer/train_widgets.py caches
 it with st.cache_resource); a lock guards it.
+
+Training is a shared resource of the classroom (explorer/classroom.py): the teacher's switch turns launching and
+resuming off, `max_concurrent` runs train at once, and `per_session` runs at most belong to one browser session. A
+run submitted while every slot is taken waits in the queue: its folder holds config.json and a status.json that says
+"queued" (with the time it was queued and the session that queued it), so that the queue survives a server restart.
+Queued runs start first come first, as slots free up: a daemon thread polls while the queue is not empty, and the
+Train page polls at each run.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +34,14 @@ import torch
 from ddpm_core import run_history, runs
 from ddpm_core.config import TrainConfig
 from ddpm_core.devices import resolve_device
+from explorer.classroom import MAX_RUNS_ENV, Classroom, current
 
 ROOT = Path(__file__).resolve().parent.parent
-MAX_RUNS_ENV = "DDPM_EXPLORER_MAX_RUNS"
+POLL_S = 1.0  # how often the queue's watcher looks for a free slot
+OFF = (
+    "Training is turned off on this server by the teacher (the classroom settings): runs cannot be launched or "
+    "resumed from the app. Sampling and the other pages work as usual."
+)
 
 
 class LaunchError(ValueError):
@@ -44,12 +58,6 @@ def default_max_runs() -> int:
     return 2 if torch.cuda.is_available() else 1
 
 
-def max_concurrent_runs() -> int:
-    """$DDPM_EXPLORER_MAX_RUNS when it is a positive integer, else default_max_runs()."""
-    value = os.environ.get(MAX_RUNS_ENV, "").strip()
-    return int(value) if value.isdigit() and int(value) > 0 else default_max_runs()
-
-
 def run_folder(name: str, dataset: str, root: Path | None = None) -> Path:
     """<runs root>/<name, sanitised>, or <dataset>-<date>-<time> when name is blank; ValueError for a name with
     nothing usable in it."""
@@ -62,6 +70,7 @@ class Job:
     run_dir: Path
     process: subprocess.Popen
     resume: bool
+    session: str = ""  # the browser session that launched it ("" from elsewhere)
     stop_requested: bool = False
     finished: bool = field(default=False, repr=False)  # its exit has been looked at (and recorded if need be)
 
@@ -71,14 +80,26 @@ class Job:
 
 
 class JobRegistry:
-    def __init__(self, max_runs: int | None = None):
-        self._max_runs = max_runs  # None: read the environment at each launch
+    def __init__(self, max_runs: int | None = None, room: Callable[[], Classroom] | None = None):
+        self._max_runs = max_runs  # None: the classroom's max_concurrent, else default_max_runs()
+        self._room = room or current  # read at each call: the teacher may edit the file while we run
         self._jobs: dict[Path, Job] = {}
         self._lock = threading.RLock()
+        self._watchers: dict[Path, threading.Thread] = {}  # runs root → the thread that starts its queued runs
+        self._closed = threading.Event()
 
     @property
     def max_runs(self) -> int:
-        return self._max_runs or max_concurrent_runs()
+        return self._max_runs or self._room().max_concurrent or default_max_runs()
+
+    @property
+    def training(self) -> bool:
+        """The teacher's switch: False when nobody may launch or resume a run from the app."""
+        return self._room().training
+
+    @property
+    def per_session(self) -> int:
+        return self._room().per_session
 
     def job(self, run_dir: Path) -> Job | None:
         with self._lock:
@@ -101,30 +122,46 @@ class JobRegistry:
             ]
             return mine + others
 
+    def queue(self, root: Path | None = None) -> list[Path]:
+        """The runs waiting under root, the next to start first."""
+        return [p.resolve() for p in run_history.queued_runs(root or runs_root())]
+
+    def session_runs(self, session: str, root: Path | None = None) -> list[Path]:
+        """The runs of one browser session that train now (our processes) or wait in the queue under root."""
+        with self._lock:
+            mine = [p for p, job in self._jobs.items() if job.session == session and job.alive]
+            waiting = [p for p in self.queue(root) if run_history.read_status(p).get("session") == session]
+            return mine + waiting
+
     # ------------------------------------------------------------------------------------------------------------
 
-    def launch(self, config: TrainConfig, run_dir: Path) -> Job:
-        """Start a new run of config in run_dir, which must not hold a run yet."""
-        run_dir = Path(run_dir).resolve()  # the trainer runs from the repository root
-        _check_device(config.device)
-        config = config.replace(name=run_dir.name, out=str(run_dir))
+    def launch(self, config: TrainConfig, run_dir: Path, session: str = "") -> Job:
+        """Start a new run of config in run_dir, which must not hold a run yet, now: LaunchError when every slot is
+        taken (submit() queues it instead)."""
         with self._lock:
-            if (run_dir / runs.MODEL).exists():
-                raise LaunchError(f"{run_dir} already holds a trained model: resume it, or pick another run name")
-            if run_history.is_run_dir(run_dir):
-                state = run_history.run_state(run_history.read_status(run_dir))
-                raise LaunchError(f"{run_dir} already holds a run ({state}): pick another run name")
+            run_dir, config = self._check_new(config, run_dir, session)
             self._check_room(run_dir)
-            try:
-                run_dir.mkdir(parents=True, exist_ok=True)
-                runs.write_text(run_dir / runs.CONFIG, config.to_json())
-            except OSError as e:  # a full disk, a read-only runs folder: say so on the page, not as a traceback
-                raise LaunchError(f"cannot write the run folder {run_dir}: {e}") from None
-            return self._start(run_dir, ["--config", run_dir / runs.CONFIG, "--out", run_dir], resume=False)
+            self._write_config(run_dir, config)
+            return self._start(run_dir, ["--config", run_dir / runs.CONFIG, "--out", run_dir], False, session)
 
-    def resume(self, run_dir: Path, steps: int) -> Job:
+    def submit(self, config: TrainConfig, run_dir: Path, session: str = "") -> Job | None:
+        """Start a new run in run_dir now if a slot is free and no run waits, else queue it: its Job, or None when it
+        was queued. LaunchError for what no waiting mends (training off, the session's limit, the folder in use)."""
+        with self._lock:
+            run_dir, config = self._check_new(config, run_dir, session)
+            root = run_dir.parent
+            if not self.queue(root) and len(self.active(root)) < self.max_runs:
+                self._write_config(run_dir, config)
+                return self._start(run_dir, ["--config", run_dir / runs.CONFIG, "--out", run_dir], False, session)
+            self._write_config(run_dir, config, queued={"queued": time.time(), "session": session, "step": 0,
+                                                        "total_steps": config.steps})  # fmt: skip
+            self._watch(root)
+            return None
+
+    def resume(self, run_dir: Path, steps: int, session: str = "") -> Job:
         """Continue a stopped or finished run from its last checkpoint until it reaches `steps` in all."""
         run_dir = Path(run_dir).resolve()
+        self._check_training()
         row = run_history.history_row(run_dir)
         if not ((run_dir / runs.MODEL).is_file() and (run_dir / runs.STATE).is_file()):
             raise LaunchError(
@@ -134,8 +171,9 @@ class JobRegistry:
             raise LaunchError(f"{run_dir.name} is at step {row.step:,}: ask for more steps than that to resume it")
         _check_device(run_history.read_config(run_dir).get("device", "auto"))
         with self._lock:
+            self._check_session(session, run_dir.parent)
             self._check_room(run_dir)
-            return self._start(run_dir, ["--out", run_dir, "--resume", "--steps", steps], resume=True)
+            return self._start(run_dir, ["--out", run_dir, "--resume", "--steps", steps], True, session)
 
     def stop(self, run_dir: Path) -> None:
         """Ask a run to stop cleanly: the trainer sees the STOP file at its next log step, saves a checkpoint and
@@ -152,9 +190,84 @@ class JobRegistry:
             # the trainer deletes a STOP file when it starts training; before that it has no SIGTERM handler either
             _terminate(job.process)
 
+    def cancel(self, run_dir: Path, session: str | None = None) -> None:
+        """Take a queued run out of the queue and remove its folder (it holds only config.json and status.json).
+        session: the browser session asking, which must be the one that queued it; None for the server itself."""
+        run_dir = Path(run_dir).resolve()
+        with self._lock:
+            status = run_history.read_status(run_dir)
+            if status.get("state") != "queued":
+                state = run_history.run_state(status)
+                raise LaunchError(f"{run_dir.name} is not waiting in the queue ({state}): nothing to cancel")
+            if session is not None and status.get("session") != session:
+                raise LaunchError(f"{run_dir.name} was queued from another browser session: only it can cancel it")
+            for name in (runs.CONFIG, runs.STATUS, run_history.LOG, runs.STOP):
+                (run_dir / name).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # not empty: someone put files there; leave them
+                run_dir.rmdir()
+
+    def poll(self, root: Path | None = None) -> list[Job]:
+        """Start queued runs under root, first come first, while slots are free (and training is on); keeps a
+        watcher thread polling while runs still wait. The jobs started."""
+        root = Path(root or runs_root())
+        started: list[Job] = []
+        with self._lock:
+            tried: set[Path] = set()
+            while self.training and len(self.active(root)) < self.max_runs:
+                waiting = [p for p in self.queue(root) if p not in tried]
+                if not waiting:
+                    break
+                tried.add(waiting[0])
+                if (job := self._start_queued(waiting[0])) is not None:
+                    started.append(job)
+            if self.queue(root):
+                self._watch(root)
+        return started
+
+    def drain(self, root: Path | None = None, timeout: float | None = None) -> bool:
+        """Wait until no run waits in root's queue (its watcher has started the last one); False at the timeout."""
+        thread = self._watchers.get(Path(root or runs_root()).resolve())
+        if thread is not None:
+            thread.join(timeout)
+        return not self.queue(root)
+
+    def close(self) -> None:
+        """Stop the queue's watcher threads (runs already started go on)."""
+        self._closed.set()
+
     # ------------------------------------------------------------------------------------------------------------
 
+    def _check_training(self) -> None:
+        if not self.training:
+            raise LaunchError(OFF)
+
+    def _check_new(self, config: TrainConfig, run_dir: Path, session: str) -> tuple[Path, TrainConfig]:
+        """The checks of a new run that hold whether or not it has to wait; the run folder resolved (the trainer
+        runs from the repository root) and the config pointed at it."""
+        self._check_training()
+        run_dir = Path(run_dir).resolve()
+        _check_device(config.device)
+        if (run_dir / runs.MODEL).exists():
+            raise LaunchError(f"{run_dir} already holds a trained model: resume it, or pick another run name")
+        if run_history.is_run_dir(run_dir):
+            state = run_history.run_state(run_history.read_status(run_dir))
+            raise LaunchError(f"{run_dir} already holds a run ({state}): pick another run name")
+        self._check_session(session, run_dir.parent)
+        return run_dir, config.replace(name=run_dir.name, out=str(run_dir))
+
+    def _check_session(self, session: str, root: Path) -> None:
+        if not session:
+            return
+        mine = self.session_runs(session, root)
+        if len(mine) >= self.per_session:
+            names = ", ".join(p.name for p in mine)
+            raise LaunchError(
+                f"This browser session already has {len(mine)} run(s) training or waiting ({names}), the most one "
+                f"session may have ({self.per_session}): wait for it to finish, or stop or cancel it"
+            )
+
     def _check_room(self, run_dir: Path) -> None:
+        self.poll(run_dir.parent)  # a queued run takes a free slot before a run that did not wait
         active = self.active(run_dir.parent)
         if run_dir.resolve() in active:
             raise LaunchError(f"{run_dir.name} is training right now: stop it first")
@@ -162,10 +275,53 @@ class JobRegistry:
             names = ", ".join(p.name for p in active)
             raise LaunchError(
                 f"{len(active)} run(s) already training ({names}) and at most {self.max_runs} may run at once: "
-                f"stop one or wait for it to finish (set {MAX_RUNS_ENV} to change the limit)"
+                f"stop one or wait for it to finish (the classroom file's [training] max_concurrent or "
+                f"{MAX_RUNS_ENV} sets the limit)"
             )
 
-    def _start(self, run_dir: Path, args: list, resume: bool) -> Job:
+    @staticmethod
+    def _write_config(run_dir: Path, config: TrainConfig, queued: dict | None = None) -> None:
+        """config.json, and with queued a status.json that says so (with those fields)."""
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            runs.write_text(run_dir / runs.CONFIG, config.to_json())
+            if queued is not None:
+                runs.write_status(run_dir, "queued", **queued)
+        except OSError as e:  # a full disk, a read-only runs folder: say so on the page, not as a traceback
+            raise LaunchError(f"cannot write the run folder {run_dir}: {e}") from None
+
+    def _start_queued(self, run_dir: Path) -> Job | None:
+        """Start a run that waited in the queue; a run that cannot start any more (its device gone) is failed."""
+        status = run_history.read_status(run_dir)
+        try:
+            _check_device(run_history.read_config(run_dir).get("device", "auto"))
+            job = self._start(run_dir, ["--config", run_dir / runs.CONFIG, "--out", run_dir], False,
+                              str(status.get("session", "")))  # fmt: skip
+            runs.write_status(run_dir, "queued", pid=job.process.pid)  # out of the queue, also for a restarted app
+            return job
+        except (LaunchError, OSError) as e:
+            with contextlib.suppress(OSError):
+                runs.write_status(run_dir, "failed", error=f"could not start after waiting in the queue: {e}")
+            return None
+
+    def _watch(self, root: Path) -> None:
+        """Make sure a daemon thread starts root's queued runs as slots free up."""
+        root = Path(root).resolve()
+        if (thread := self._watchers.get(root)) is not None and thread.is_alive():
+            return
+        thread = threading.Thread(target=self._watch_loop, args=(root,), name=f"run-queue {root}", daemon=True)
+        self._watchers[root] = thread
+        thread.start()
+
+    def _watch_loop(self, root: Path) -> None:
+        while not self._closed.wait(POLL_S):
+            with self._lock:
+                if not self.queue(root):  # under the lock: a run queued now finds this thread gone and starts one
+                    self._watchers.pop(root, None)
+                    return
+                self.poll(root)
+
+    def _start(self, run_dir: Path, args: list, resume: bool, session: str = "") -> Job:
         cmd = [sys.executable, "-m", "ddpm_core.train", *map(str, args)]
         (run_dir / runs.STOP).unlink(missing_ok=True)
         with open(run_dir / run_history.LOG, "a") as log:
@@ -180,7 +336,7 @@ class JobRegistry:
                 stderr=subprocess.STDOUT,
                 **_own_session(),
             )
-        job = Job(run_dir, process, resume)
+        job = Job(run_dir, process, resume, session)
         self._jobs[run_dir.resolve()] = job
         return job
 

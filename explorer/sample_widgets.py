@@ -1,5 +1,6 @@
-"""Widgets, cached calls and plots of the Sample page (pages/sample.py): the checkpoint picker, the sampler settings,
-one sampling run kept in session state, and the DDPM-vs-DDIM grid.
+"""Widgets and cached calls of the Sample page (pages/sample.py): the checkpoint picker, the sampler settings within
+the classroom's caps, one sampling run kept in session state (and cancellable), and the DDPM-vs-DDIM grid. Results
+are drawn by explorer/sample_views.py.
 
 A model is loaded once per checkpoint file (keyed on its path, mtime and size, so a run that writes a new checkpoint
 is reloaded) and shared read-only by every session: sampling runs under torch.inference_mode and never changes it.
@@ -7,16 +8,12 @@ is reloaded) and shared read-only by every session: sampling runs under torch.in
 
 from __future__ import annotations
 
-import base64
-import io
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 import torch
-from PIL import Image
 
 from ddpm_core import runs
 from ddpm_core.compare import CellResult, SamplerSetting, cheap_settings, compare_samplers, standard_settings
@@ -25,24 +22,19 @@ from ddpm_core.devices import resolve_device
 from ddpm_core.diffusion import Diffusion
 from ddpm_core.evaluate import quality_metrics
 from ddpm_core.forward import png_bytes
-from ddpm_core.gif import (
-    POINT_COLOR,
-    POINT_PRED_COLOR,
-    StepRecord,
-    axis_limit,
-    image_grid,
-    points_frame,
-    trajectory_gif,
-)
+from ddpm_core.gif import StepRecord, axis_limit, image_grid, points_frame, trajectory_gif
 from ddpm_core.sample import SampleResult, sample
+from explorer import links
 from explorer.ui import ROOT
 
 BUNDLED = ROOT / "assets" / "checkpoints"
-MAX_N = {"images": 256, "points": 2000}
+MAX_N = {"images": 256, "points": 2000}  # per request, before the classroom's cap
 DEFAULT_N = {"images": 64, "points": 1000}
+POINTS_PER_SAMPLE = 8  # the classroom's max_n counts images; a 2D point is this much cheaper
 GIF_MAX_IMAGES = 64  # a GIF of 256 noisy grids is ~15 MB; the first 64 show the same story
 STEP_LABEL = {"ddpm": "DDPM (ancestral, Ho et al. 2020)", "ddim": "DDIM (Song et al. 2021)"}
-VARIANCE_LABEL = {"beta": "σ_t² = β_t (the course's)", "posterior": "σ_t² = β̃_t (the posterior's)"}
+VARIANCE_LABEL = {"beta": "β_t (the course's)", "posterior": "β̃_t (the posterior's)"}  # also the link's value
+RUNNING = "sample.running"  # session state: set while a sampling runs; left behind when a rerun interrupts it
 
 
 @dataclass(frozen=True)
@@ -65,14 +57,17 @@ class Loaded:
 
 
 def checkpoint_files(runs_root: Path) -> dict[str, str]:
-    """{path: label} of the bundled checkpoints, then of each run's EMA and raw weights, by name."""
-    bundled = sorted(BUNDLED.glob("*.safetensors"), key=lambda p: (p.stem != "digits", p.stem))  # digits first
-    found = {str(p): f"{p.stem} (bundled)" for p in bundled}
+    """{path: label} of the bundled checkpoints ("digits", digits first), then of each run's EMA weights (the run's
+    name) and raw weights ("<name> (raw weights)"). A label is also the page link's ?checkpoint= value: short, and
+    unique ("runs/<label>" for a run named like a bundled checkpoint)."""
+    bundled = sorted(BUNDLED.glob("*.safetensors"), key=lambda p: (p.stem != "digits", p.stem))
+    found = {str(p): p.stem for p in bundled}
     if runs_root.is_dir():
         for run in sorted(p for p in runs_root.iterdir() if p.is_dir()):
-            for name, what in ((runs.EMA, "EMA weights"), (runs.MODEL, "raw weights")):
+            for name, suffix in ((runs.EMA, ""), (runs.MODEL, " (raw weights)")):
                 if (run / name).is_file():
-                    found[str(run / name)] = f"{run.name} — {what} (runs folder)"
+                    label = run.name + suffix
+                    found[str(run / name)] = f"runs/{label}" if label in found.values() else label
     return found
 
 
@@ -86,13 +81,15 @@ def _load(path: str, mtime_ns: int, size: int) -> Loaded:
 
 
 def checkpoint_picker() -> Loaded | None:
-    """A selectbox (key "checkpoint") over checkpoint_files, and the loaded checkpoint; None after an st.error that
-    gives the CheckpointError's message."""
-    files = checkpoint_files(runs.default_runs_root())
+    """A selectbox (key "checkpoint", bound to the link) over checkpoint_files, and the loaded checkpoint; None after
+    an st.error that gives the CheckpointError's message."""
+    root = runs.default_runs_root()
+    files = checkpoint_files(root)
     if st.session_state.get("checkpoint") not in files:  # a run folder removed since the last run
         st.session_state.pop("checkpoint", None)
-    path = st.selectbox("Checkpoint", list(files), format_func=files.get, key="checkpoint",
-                        help=f"The bundled ones, and the runs in {runs.default_runs_root()}/")  # fmt: skip
+    path = links.selectbox("Checkpoint", list(files), key="checkpoint", format_func=files.get,
+                           help=f"The bundled ones, then each run in {root}/: its EMA weights (the run's name) "
+                           "and its raw weights")  # fmt: skip
     try:
         stat = Path(path).stat()
         return _load(path, stat.st_mtime_ns, stat.st_size)
@@ -133,45 +130,77 @@ def config_table(loaded: Loaded) -> str:
 # Sampler settings: widget keys are sample()'s argument names
 
 
-def _init_state(loaded: Loaded) -> None:
-    """Defaults for the widgets below, set through session state (the widgets take no value=): a checkpoint of
-    another kind or T resets those that depend on it — the cap on N, clipping, the step count, the grid's cells."""
+def caps(loaded: Loaded) -> tuple[int, int]:
+    """(most samples, most sampler steps) per request for this checkpoint: the classroom's [sampling] caps (2D points:
+    POINTS_PER_SAMPLE × max_n), within the page's own caps and T."""
+    room, kind = links.classroom(), "points" if loaded.points else "images"
+    per_sample = POINTS_PER_SAMPLE if loaded.points else 1
+    return min(MAX_N[kind], room.max_n * per_sample), min(loaded.T, room.max_steps)
+
+
+def _compare_defaults(loaded: Loaded, max_steps: int) -> list[str]:
+    return [s.label for s in cheap_settings(loaded.T) if s.steps <= max_steps]
+
+
+def _init_state(loaded: Loaded, max_n: int, max_steps: int) -> dict:
+    """The defaults of the widgets that depend on the checkpoint; when its kind, T or the caps differ from the last
+    run's, those widgets are reset (the cap on N, clipping, the step count, the grid's cells)."""
     state, kind = st.session_state, "points" if loaded.points else "images"
-    changed = state.get("sample.for") != (kind, loaded.T)
-    state["sample.for"] = (kind, loaded.T)
-    defaults = {
-        "sampler": "ddpm", "variance": "beta", "eta": 0.0, "seed": 0,
-        "steps": min(int(state.get("steps", 50)), loaded.T), "clip_x0": not loaded.points, "n": DEFAULT_N[kind],
-        "compare_settings": [s.label for s in cheap_settings(loaded.T)],
-    }  # fmt: skip
-    resets = {"steps", "clip_x0", "n", "compare_settings"}
-    for key, value in defaults.items():
-        if key not in state or (changed and key in resets):
-            state[key] = value
+    defaults = {"n": min(DEFAULT_N[kind], max_n), "clip_x0": not loaded.points, "steps": min(50, max_steps)}
+    before, state["sample.for"] = state.get("sample.for"), (kind, loaded.T, max_n, max_steps)
+    if before is not None and before != state["sample.for"]:  # not on a first run: a link's values stay
+        steps = state.get("steps", defaults["steps"])
+        state.update(n=defaults["n"], clip_x0=defaults["clip_x0"], steps=min(int(steps), max_steps),
+                     compare_settings=_compare_defaults(loaded, max_steps))  # fmt: skip
+    state.setdefault("compare_settings", _compare_defaults(loaded, max_steps))
+    return defaults
 
 
 def sampler_settings(loaded: Loaded) -> dict:
-    """The sampler's widgets → the keyword arguments of ddpm_core.sample (sampler, steps, eta, variance, clip_x0,
-    seed) and n."""
-    _init_state(loaded)
-    kind = "points" if loaded.points else "images"
+    """The sampler's widgets, bound to the page's link → the keyword arguments of ddpm_core.sample (sampler, steps,
+    eta, variance, clip_x0, seed) and n."""
+    max_n, max_steps = caps(loaded)
+    defaults = _init_state(loaded, max_n, max_steps)
     cols = st.columns(4)
-    sampler = cols[0].radio("Sampler", ["ddpm", "ddim"], key="sampler", format_func=str.upper, horizontal=True)
+    sampler = links.radio("Sampler", ["ddpm", "ddim"], key="sampler", format_func=str.upper, horizontal=True,
+                          where=cols[0])  # fmt: skip
     settings = {"sampler": sampler, "steps": loaded.T, "eta": 0.0, "variance": "beta"}
     if sampler == "ddpm":
-        settings["variance"] = cols[1].radio("Variance", list(VARIANCE_LABEL), key="variance",
-                                             format_func=VARIANCE_LABEL.get)  # fmt: skip
+        settings["variance"] = links.radio("Variance σ_t²", list(VARIANCE_LABEL), key="variance",
+                                           format_func=VARIANCE_LABEL.get, where=cols[1])  # fmt: skip
         cols[2].markdown(f"Steps: **all T = {loaded.T:,}**")
     else:
-        settings["eta"] = cols[1].slider("η", 0.0, 1.0, step=0.1, key="eta", help="0: deterministic; 1: DDPM-like")
-        settings["steps"] = int(cols[2].number_input("Steps", 1, loaded.T, step=1, key="steps",
-                                                     help="Strided (trailing) steps from T down to 1"))  # fmt: skip
-    clip_help = "On for images (the data lie in [-1, 1]), off for 2D points"
-    settings["clip_x0"] = cols[3].checkbox("Clip x̂₀ to [-1, 1]", key="clip_x0", help=clip_help)
+        settings["eta"] = links.slider("η", key="eta", default=0.0, min_value=0.0, max_value=1.0, step=0.1,
+                                       where=cols[1], help="0: deterministic; 1: DDPM-like")  # fmt: skip
+        settings["steps"] = int(links.number("Steps", key="steps", default=defaults["steps"], min_value=1,
+                                             max_value=max_steps, step=1, where=cols[2],
+                                             help=f"Strided (trailing) steps from T down to 1; at most {max_steps:,} "
+                                             "on this server"))  # fmt: skip
+    settings["clip_x0"] = links.flag("Clip x̂₀ to [-1, 1]", key="clip_x0", default=defaults["clip_x0"], where=cols[3],
+                                     help="On for images (the data lie in [-1, 1]), off for 2D points")  # fmt: skip
     left, right = st.columns(2)
-    settings["n"] = int(left.number_input(f"N samples (≤ {MAX_N[kind]:,})", 1, MAX_N[kind], step=1, key="n"))
-    settings["seed"] = int(right.number_input("Seed", 0, 2**31 - 1, step=1, key="seed", help="Draws x_T and z"))
+    settings["n"] = int(links.number(f"N samples (≤ {max_n:,})", key="n", default=defaults["n"], min_value=1,
+                                     max_value=max_n, step=1, where=left))  # fmt: skip
+    settings["seed"] = int(links.number("Seed", key="seed", default=0, min_value=0, max_value=2**31 - 1, step=1,
+                                        where=right, help="Draws x_T and z"))  # fmt: skip
     return settings
+
+
+def refusal(loaded: Loaded, settings: dict) -> str:
+    """Why the server will not run this request ("" when it will): over the classroom's caps. The widgets keep
+    within the caps; this also holds for a request that did not come through them."""
+    max_n, max_steps = caps(loaded)
+    T = loaded.T
+    if settings["sampler"] == "ddpm" and max_steps < T:
+        return (
+            f"DDPM takes all T = {T:,} steps, more than this server allows per request ({max_steps:,}): "
+            f"pick DDIM, which samples from the same model in as few as 10–{max_steps:,} steps."
+        )
+    if settings["sampler"] == "ddim" and settings["steps"] > max_steps:
+        return f"{settings['steps']:,} steps are more than this server allows per request ({max_steps:,})."
+    if settings["n"] > max_n:
+        return f"{settings['n']:,} samples are more than this server allows per request ({max_n:,})."
+    return ""
 
 
 def sampling_latex(sampler: str, variance: str, eta: float) -> list[str]:
@@ -232,6 +261,26 @@ def _metric(samples: torch.Tensor, loaded: Loaded) -> tuple[dict | None, str]:
         return None, f"No quality metric: {e}"
 
 
+@contextlib.contextmanager
+def cancellable(what: str):
+    """Around a long sampling: a Cancel button above its progress bar, and a mark in session state. A click on Cancel
+    (or on any widget) makes Streamlit rerun the script, which interrupts this run at its next progress update: the
+    code after the yield never runs, the mark stays, and the next run reports it (was_cancelled). A result is only
+    stored once its sampling has ended, so an interrupted one leaves nothing half-made behind."""
+    st.session_state[RUNNING] = what
+    button = st.empty()
+    button.button("Cancel", key=f"cancel_{what}", icon=":material/cancel:", help="Stop sampling; nothing is kept")
+    yield
+    button.empty()
+    del st.session_state[RUNNING]
+
+
+def was_cancelled() -> str:
+    """What the last run was sampling when it was interrupted ("generate" or "compare"); "" when it was not. Asks
+    once: the mark is cleared."""
+    return st.session_state.pop(RUNNING, "")
+
+
 def generate(loaded: Loaded, settings: dict) -> SampleView:
     """Sample with a progress bar, then draw the GIF and the PNG and score the samples."""
     bar = st.progress(0.0, text="Sampling…")
@@ -252,104 +301,6 @@ def generate(loaded: Loaded, settings: dict) -> SampleView:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Showing a result
-
-
-def gif_html(gif: bytes, alt: str) -> str:
-    """An <img> holding the GIF as a data URI, at its own pixel width (CSS may shrink it; it keeps animating —
-    st.image would re-encode a GIF it resizes and freeze it on frame 1)."""
-    width = Image.open(io.BytesIO(gif)).width
-    data = base64.b64encode(gif).decode("ascii")
-    return (
-        f'<img src="data:image/gif;base64,{data}" width="{width}" alt="{alt}" '
-        'style="max-width: 100%; height: auto; image-rendering: pixelated">'
-    )
-
-
-def picture(x: torch.Tensor, lim: float, color=POINT_COLOR) -> np.ndarray:
-    """Samples as a picture: an image grid, or a scatter of points on [-lim, lim]²."""
-    return points_frame(x, lim=lim, color=color) if x.dim() == 2 else image_grid(x)
-
-
-def _scatter(x: torch.Tensor, name: str, color: tuple, visible=None) -> go.Scatter:
-    xy = x.numpy().astype(np.float32)
-    return go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", name=name, visible=visible,
-                      marker={"size": 4, "color": f"rgb{color}"})  # fmt: skip
-
-
-def _fixed_axes(fig: go.Figure, lim: float) -> go.Figure:
-    fig.update_layout(
-        height=460, margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        xaxis={"range": [-lim, lim], "constrain": "domain", "autorange": False},
-        yaxis={"range": [-lim, lim], "scaleanchor": "x", "scaleratio": 1, "autorange": False},
-    )  # fmt: skip
-    return fig
-
-
-def points_figure(record: StepRecord, lim: float) -> go.Figure:
-    """x_t and x̂₀ of one recorded step, on the fixed square [-lim, lim]²."""
-    data = [_scatter(record.x0_pred, "x̂₀", POINT_PRED_COLOR), _scatter(record.x_t, "x_t", POINT_COLOR)]  # x_t on top
-    return _fixed_axes(go.Figure(data=data), lim)
-
-
-def points_animation(records: list[StepRecord], lim: float) -> go.Figure:
-    """The point cloud x_t (and x̂₀, off until clicked in the legend) over the recorded steps, on fixed axes, with a
-    play button and a slider."""
-    frames = [
-        go.Frame(data=[_scatter(r.x_t, "x_t", POINT_COLOR), _scatter(r.x0_pred, "x̂₀", POINT_PRED_COLOR)], name=str(r.t))
-        for r in records
-    ]
-    first = [frames[0].data[0], _scatter(records[0].x0_pred, "x̂₀", POINT_PRED_COLOR, "legendonly")]
-    fig = _fixed_axes(go.Figure(data=first, frames=frames), lim)
-    play = {"frame": {"duration": 80, "redraw": False}, "fromcurrent": True, "transition": {"duration": 0}}
-    jump = {"mode": "immediate", "frame": {"duration": 0, "redraw": False}, "transition": {"duration": 0}}
-    fig.update_layout(
-        height=560, margin={"l": 10, "r": 10, "t": 50, "b": 90},  # room for the buttons above, the slider below
-        updatemenus=[{"type": "buttons", "direction": "left", "x": 0, "y": 1.02, "xanchor": "left", "yanchor": "bottom",
-                      "buttons": [
-            {"label": "▶ Play", "method": "animate", "args": [None, play]},
-            {"label": "❚❚ Pause", "method": "animate", "args": [[None], jump]},
-        ]}],
-        sliders=[{"x": 0, "len": 1, "y": -0.08, "yanchor": "top", "currentvalue": {"prefix": "t = "}, "steps": [
-            {"label": f.name, "method": "animate", "args": [[f.name], jump]} for f in frames
-        ]}],
-    )  # fmt: skip
-    return fig
-
-
-def show_metric(metric: dict | None, note: str, n: int) -> None:
-    if metric is None:
-        st.info(note)
-        return
-    cols = st.columns(3)
-    if "confidence" in metric:  # digits
-        cols[0].metric("Pixel-FD", f"{metric['pixel_fd']:.3f}", help="Real digits vs real digits: ≈ 0.07")
-        cols[1].metric("Classifier confidence", f"{metric['confidence']:.3f}", help="Mean max-probability")
-        hist = go.Figure(go.Bar(x=list(range(10)), y=metric["class_histogram"]))
-        hist.update_layout(height=200, margin={"l": 10, "r": 10, "t": 30, "b": 10}, title="predicted classes",
-                           xaxis={"dtick": 1})  # fmt: skip
-        cols[2].plotly_chart(hist, key="class_histogram")
-    elif "mmd" in metric:  # 2D points
-        cols[0].metric("MMD²", f"{metric['mmd']:.4f}", help="Unbiased: can dip below 0 for equal distributions")
-        cols[1].metric("Sliced Wasserstein-1", f"{metric['sliced_wasserstein']:.3f}", help="In data units")
-    else:
-        for col, key in zip(cols, ("pixel_fd", "feature_fd"), strict=False):
-            if metric.get(key) is not None:
-                col.metric(key.replace("_", "-"), f"{metric[key]:.3f}")
-    st.caption(f"Measured on these {n} samples: noisy for small N (the bundled scores use N = 1000).")
-
-
-def short_metric(metric: dict | None) -> str:
-    if not metric:
-        return ""
-    if "confidence" in metric:
-        return f"FD {metric['pixel_fd']:.3f} · confidence {metric['confidence']:.2f}"
-    if "mmd" in metric:
-        return f"MMD² {metric['mmd']:.4f} · SW₁ {metric['sliced_wasserstein']:.3f}"
-    return f"pixel-FD {metric['pixel_fd']:.3f}"
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # DDPM vs DDIM
 
 
@@ -362,13 +313,22 @@ class CompareView:
 
 
 def compare_picker(loaded: Loaded) -> list[SamplerSetting]:
-    options = [s.label for s in standard_settings(loaded.T)]
+    """The grid's cells: the standard settings within the classroom's cap on steps."""
+    max_steps = caps(loaded)[1]
+    options = [s.label for s in standard_settings(loaded.T) if s.steps <= max_steps]
+    if st.session_state.get("compare_settings") and not set(st.session_state["compare_settings"]) <= set(options):
+        st.session_state["compare_settings"] = [o for o in st.session_state["compare_settings"] if o in options]
+    T = loaded.T
+    over = "" if max_steps >= T else f"; DDPM-{T} is over this server's cap of {max_steps:,} steps"
     chosen = st.multiselect("Samplers to compare", options, key="compare_settings",
-                            help=f"DDPM-{loaded.T} takes all T steps: minutes on a CPU for many samples")  # fmt: skip
+                            help=f"DDPM-{T} takes all T steps: minutes on a CPU for many samples{over}")  # fmt: skip
     return [SamplerSetting.from_label(label) for label in chosen]
 
 
 def run_compare(loaded: Loaded, settings: dict, chosen: list[SamplerSetting]) -> CompareView:
+    max_n, max_steps = caps(loaded)
+    chosen = [c for c in chosen if c.steps <= max_steps]  # the picker offers no others; a crafted request may
+    settings = {**settings, "n": min(settings["n"], max_n)}
     bar = st.progress(0.0, text="Sampling…")
     cells = compare_samplers(
         loaded.ckpt.model, loaded.diffusion, loaded.ckpt.sample_shape, chosen, settings["n"], settings["seed"],
@@ -377,17 +337,3 @@ def run_compare(loaded: Loaded, settings: dict, chosen: list[SamplerSetting]) ->
     )  # fmt: skip
     bar.empty()
     return CompareView(str(loaded.ckpt.path), cells, settings["n"], settings["seed"])
-
-
-def show_compare(view: CompareView) -> None:
-    """One cell per setting: its final samples, step count, wall time and metric; points share fixed axes."""
-    first = view.cells[0].x_T
-    lim = axis_limit([StepRecord(0, first, first)]) if first.dim() == 2 else 1.0
-    per_row = 3
-    for start in range(0, len(view.cells), per_row):
-        cols = st.columns(per_row)
-        for col, cell in zip(cols, view.cells[start : start + per_row], strict=False):
-            col.image(picture(cell.samples, lim), output_format="PNG", caption=cell.setting.label)
-            col.markdown(f"**{cell.setting.label}** — {cell.steps:,} steps in **{cell.wall_time:.2f} s**")
-            if cell.metric:
-                col.caption(short_metric(cell.metric))

@@ -21,11 +21,14 @@ from ddpm_core.data import POINT_DATASETS
 from ddpm_core.devices import mps_available
 from ddpm_core.images import OnDisk, datasets_on_disk
 from ddpm_core.models import PRESETS
-from explorer.jobs import ROOT, JobRegistry, LaunchError
+from explorer import links
+from explorer.jobs import ROOT, LaunchError
+from explorer.train_queue import queued_panel, registry, session_id
 from explorer.ui import device_description
 from explorer.widgets import schedule_picker
 
 REFRESH_S = 1.5  # the live panel rereads the run folder this often while the run trains
+LIVE = ("queued", "starting", "running")  # states whose panel polls the run folder
 COLORS = qualitative.Plotly
 DEFAULT_RECIPE = "CPU: digits in a minute"
 RECIPES: dict[str, dict] = {
@@ -43,16 +46,10 @@ RECIPE_NOTES = {
     "EMA (0.99) lets the preview show the roll after 1,000 steps.",
     "GPU: MNIST 32×32": "The small UNet (6 M parameters) on MNIST padded to 32×32: a few minutes on a GPU.",
 }
-FORM = ("dataset", "data_root", "folder", "classes", "image_size", "model", "base_channels", "steps", "batch_size",
+FORM = ("dataset", "folder", "classes", "image_size", "model", "base_channels", "steps", "batch_size",
         "lr", "warmup", "ema_decay", "seed", "device", "log_every", "preview_every", "preview_n", "preview_steps",
         "checkpoint_every", "evaluate_n")  # fmt: skip
 TORCHVISION = ("mnist", "fashion_mnist", "cifar10")
-
-
-@st.cache_resource
-def registry() -> JobRegistry:
-    """One registry for every session: the limit on concurrent runs holds across browser tabs."""
-    return JobRegistry()
 
 
 @st.cache_data(ttl=10, show_spinner=False)
@@ -61,50 +58,101 @@ def on_disk(data_root: str) -> dict[str, OnDisk]:
     return {d.name: d for d in datasets_on_disk(root if root.is_absolute() else ROOT / root)}  # the trainer's cwd
 
 
+def data_root() -> Path:
+    """The server's data root (the classroom's): the only place the page reads data sets and image folders from."""
+    return links.classroom().data_root
+
+
+def folder_inside(root: Path, text: str) -> str:
+    """dataset=folder: the image folder named by text, relative to the data root, as an absolute path ("" for no
+    text); ValueError for an absolute path or one that leads out of the data root (`..`, a link)."""
+    text = text.strip()
+    if not text:
+        return ""
+    if Path(text).expanduser().is_absolute():
+        raise ValueError(f"give the image folder relative to the data root {root}, not as an absolute path")
+    folder = (root / text).resolve()
+    if not folder.is_relative_to(root.resolve()):
+        raise ValueError(f"the image folder {text!r} leads out of the data root {root}: pick a folder inside it")
+    return str(folder)
+
+
 def _apply_recipe() -> None:
     st.session_state.update(RECIPES[st.session_state["recipe"]])
 
 
-def _init_state() -> None:
-    """Defaults for the form's keys: TrainConfig's, then the default recipe's (a first visit, or after the page's
-    widgets were dropped by a visit to another page)."""
-    defaults = {**TrainConfig().to_dict(), "classes": "", **RECIPES[DEFAULT_RECIPE]}
-    for key in FORM:  # not T: the schedule picker's own default (1000) is the default recipe's
-        st.session_state.setdefault(key, defaults[key])
+def _first_recipe() -> str:
+    """The recipe a fresh view starts from: the classroom file's [defaults.train] recipe, else DEFAULT_RECIPE."""
+    chosen = links.classroom().default("train", "recipe")
+    return chosen if chosen in RECIPES else DEFAULT_RECIPE
+
+
+def form_defaults(recipe: str) -> dict:
+    """The form's values with recipe applied: TrainConfig's, the recipe's, then the classroom file's
+    [defaults.train] where they have the field's type (a misfit is reported by explorer.links)."""
+    values = {**TrainConfig().to_dict(), "classes": "", **RECIPES[recipe]}
+    room = links.classroom()
+    for key, value in values.items():
+        chosen = room.default("train", key)
+        if isinstance(value, float) and isinstance(chosen, int) and not isinstance(chosen, bool):
+            chosen = float(chosen)
+        if chosen is not None and type(chosen) is type(value):
+            values[key] = chosen
+    return values
+
+
+def _init_state() -> dict:
+    """Set the form's keys that have no value yet (a first visit, or after the page's widgets were dropped by a visit
+    to another page) and return the fresh view's values, which are the widgets' defaults. A link's recipe fills the
+    keys on the page's first run, before the link's own values, which win (explorer.links)."""
+    fresh = form_defaults(_first_recipe())
+    start, keys = fresh, FORM  # not T: the schedule picker's own default (1000) is the default recipe's
+    linked = st.query_params.get("recipe")
+    if "recipe" not in st.session_state and linked in RECIPES and linked != _first_recipe():
+        start, keys = form_defaults(linked), (*FORM, "T")
+    for key in keys:
+        st.session_state.setdefault(key, start[key])
+    return fresh
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The form
 
 
-def recipe_picker() -> None:
-    _init_state()
+def recipe_picker() -> dict:
+    """The recipe selector; the fresh view's form values (the widgets' defaults)."""
+    fresh = _init_state()
     left, right = st.columns([1, 2])
-    name = left.selectbox("Recipe", list(RECIPES), key="recipe", on_change=_apply_recipe,
-                          help="Fills the settings below; change any of them afterwards")  # fmt: skip
+    name = links.selectbox("Recipe", list(RECIPES), key="recipe", default=_first_recipe(), where=left,
+                           on_change=_apply_recipe,
+                           help="Fills the settings below; change any of them afterwards")  # fmt: skip
     right.caption(RECIPE_NOTES[name])
     if RECIPES[name]["dataset"] in TORCHVISION:
         missing = [] if torch.cuda.is_available() else ["a CUDA GPU (none found: on this CPU it would take hours)"]
-        found = on_disk(st.session_state["data_root"])[RECIPES[name]["dataset"]]
+        found = on_disk(str(data_root()))[RECIPES[name]["dataset"]]
         if not found.present:
             missing.insert(0, f"{found.title} on disk (not under `{found.where}`)")
         if missing:
             right.warning(f"This recipe needs {' and '.join(missing)}.")
+    return fresh
 
 
-def _dataset_widgets() -> bool:
-    """Data set, data root, folder, class subset; False after an st.info when the data set is not on disk."""
-    found = on_disk(st.session_state["data_root"])
+def _dataset_widgets(fresh: dict) -> bool:
+    """Data set, image folder, class subset; False after an st.info when the data set is not on disk."""
+    root = data_root()
+    found = on_disk(str(root))
     chosen = st.session_state.get("dataset")
     shown = [n for n in TORCHVISION if found[n].present or n == chosen]  # MNIST & co. only when on disk
     options = ["digits", *POINT_DATASETS, *shown, "folder"]
     if chosen not in options:
         st.session_state["dataset"] = "digits"
-    name = st.selectbox("Data set", options, key="dataset", format_func=lambda n: _dataset_label(n, found))
-    if name in TORCHVISION or name == "folder":
-        st.text_input("Data root", key="data_root", help="The folder torchvision's files live in")
+    default = fresh["dataset"] if fresh["dataset"] in options else "digits"
+    name = links.selectbox("Data set", options, key="dataset", default=default,
+                           help=f"Read from the server's data root, {root}")  # fmt: skip
+    st.caption(_dataset_label(name, found))
     if name == "folder":
-        st.text_input("Image folder", key="folder", help="Images, or one subfolder of images per class")
+        st.text_input("Image folder", key="folder", placeholder="my-images",
+                      help=f"Images, or one subfolder of images per class, inside the data root {root}")  # fmt: skip
     if name not in POINT_DATASETS:
         st.text_input("Classes", key="classes", placeholder="all", help="Keep a subset: e.g. 3,5 or ship,truck")
     if name in found and not found[name].present:
@@ -116,58 +164,72 @@ def _dataset_widgets() -> bool:
 def _dataset_label(name: str, found: dict[str, OnDisk]) -> str:
     if name in found:
         return found[name].title + ("" if found[name].present else " (not on disk)")
-    return {"digits": "digits (8×8, embedded)", "folder": "a folder of images"}.get(name, name.replace("_", " "))
+    return {"digits": "8×8 digits, embedded", "folder": "a folder of images"}.get(name, name.replace("_", " "))
 
 
-def _model_widgets(points: bool) -> None:
+def _model_widgets(points: bool, fresh: dict) -> None:
     options = ["auto", *(n for n, p in PRESETS.items() if (p.get("kind") == "mlp") == points)]
     if st.session_state.get("model") not in options:
         st.session_state["model"] = "auto"
     auto = "auto (tiny UNet, or MLP for points)"
-    preset = st.selectbox("Model", options, key="model", format_func=lambda n: auto if n == "auto" else n)
+    default = fresh["model"] if fresh["model"] in options else "auto"
+    preset = links.selectbox("Model", options, key="model", default=default,
+                             format_func=lambda n: auto if n == "auto" else n)  # fmt: skip
     p = PRESETS[preset if preset != "auto" else ("mlp" if points else "tiny")]
-    st.number_input("Width (base channels)", key="base_channels", step=8,
-                    help=f"0: the preset's, {p['base_channels']}. UNet widths are multiples of 8")  # fmt: skip
+    links.number("Width (base channels)", key="base_channels", default=fresh["base_channels"], step=8,
+                 help=f"0: the preset's, {p['base_channels']}. UNet widths are multiples of 8")  # fmt: skip
     devices = ["auto", "cpu", "cuda", *(["mps"] if mps_available() else [])]
-    st.selectbox("Device", devices, key="device")
+    links.selectbox("Device", devices, key="device", default=fresh["device"] if fresh["device"] in devices else "auto")
     st.caption(f"Found: {device_description()}")
 
 
-def _optimiser_widgets() -> None:
-    st.number_input("Steps", key="steps", step=100, help="Optimiser steps")
-    st.number_input("Batch size", key="batch_size", step=16)
-    st.number_input("Learning rate", key="lr", step=1e-4, format="%g", help="AdamW, after the warm-up")
-    st.number_input("Warm-up steps", key="warmup", step=50, help="Linear lr ramp from 0")
-    st.number_input("EMA decay", key="ema_decay", step=0.001, format="%g", help="θ_ema ← d·θ_ema + (1 − d)·θ")
-    st.number_input("Seed", key="seed", step=1, help="Initial weights, data order and noise")
+OPTIMISER = (  # key, label, step, format, help
+    ("steps", "Steps", 100, None, "Optimiser steps"),
+    ("batch_size", "Batch size", 16, None, None),
+    ("lr", "Learning rate", 1e-4, "%g", "AdamW, after the warm-up"),
+    ("warmup", "Warm-up steps", 50, None, "Linear lr ramp from 0"),
+    ("ema_decay", "EMA decay", 0.001, "%g", "θ_ema ← d·θ_ema + (1 − d)·θ"),
+    ("seed", "Seed", 1, None, "Initial weights, data order and noise"),
+)
+MORE = (  # key, label, step, help
+    ("image_size", "Image size", 4, "0: the data set's own; 32 pads MNIST"),
+    ("log_every", "Log every", 10, "Steps between metrics lines"),
+    ("checkpoint_every", "Checkpoint every", 100, "0: only at the end"),
+    ("preview_every", "Preview every", 100, "Steps between previews"),
+    ("preview_n", "Preview samples", 16, "Images in a grid, or 2D points"),
+    ("preview_steps", "Preview DDIM steps", 5, None),
+)
 
 
-def config_form() -> TrainConfig | None:
+def config_form(fresh: dict) -> TrainConfig | None:
     """The settings of a new run; None after an st.error (or st.info) that says what is wrong."""
     data, model, optim = st.columns(3)
     with data:
-        ready = _dataset_widgets()
+        ready = _dataset_widgets(fresh)
     with model:
-        _model_widgets(st.session_state["dataset"] in POINT_DATASETS)
+        _model_widgets(st.session_state["dataset"] in POINT_DATASETS, fresh)
     with optim:
-        _optimiser_widgets()
+        for key, label, step, fmt, help in OPTIMISER:
+            links.number(label, key=key, default=fresh[key], step=step, help=help, **({"format": fmt} if fmt else {}))
     with st.container(border=True):
         schedule = schedule_picker()
     with st.expander("More settings: image size, logging, previews, checkpoints, evaluation"):
         cells = st.columns(3) + st.columns(3) + st.columns(3)
-        cells[0].number_input("Image size", key="image_size", step=4, help="0: the data set's own; 32 pads MNIST")
-        cells[1].number_input("Log every", key="log_every", step=10, help="Steps between metrics lines")
-        cells[2].number_input("Checkpoint every", key="checkpoint_every", step=100, help="0: only at the end")
-        cells[3].number_input("Preview every", key="preview_every", step=100, help="Steps between previews")
-        cells[4].number_input("Preview samples", key="preview_n", step=16, help="Images in a grid, or 2D points")
-        cells[5].number_input("Preview DDIM steps", key="preview_steps", step=5)
-        cells[6].number_input("Evaluate samples", key="evaluate_n", step=100, min_value=-1,
-                              help="Samples of the final EMA weights scored for the history's metric column: "
-                              "-1: 1000 where that takes seconds (digits, 2D, a GPU), 0: off")  # fmt: skip
+        for cell, (key, label, step, help) in zip(cells, MORE, strict=False):
+            links.number(label, key=key, default=fresh[key], step=step, help=help, where=cell)
+        links.number("Evaluate samples", key="evaluate_n", default=fresh["evaluate_n"], step=100, min_value=-1,
+                     where=cells[6], help="Samples of the final EMA weights scored for the history's metric column: "
+                     "-1: 1000 where that takes seconds (digits, 2D, a GPU), 0: off")  # fmt: skip
     if schedule is None or not ready:
         return None
     values = {k: st.session_state[k] for k in FORM}
     values["classes"] = [c.strip() for c in str(values["classes"]).split(",") if c.strip()]
+    values["data_root"] = str(data_root())
+    try:
+        values["folder"] = folder_inside(data_root(), str(values["folder"])) if values["dataset"] == "folder" else ""
+    except ValueError as e:
+        st.error(f"Image folder: {e}")
+        return None
     sched = {"schedule": schedule.name, "T": schedule.T, "schedule_params": schedule.params,
              "rescale_zero_terminal_snr": schedule.rescale_zero_terminal_snr}  # fmt: skip
     try:
@@ -239,18 +301,19 @@ def _our_process_alive(run_dir: Path) -> bool:
 
 def state_of(row: rh.RunRow) -> str:
     """The row's state, or "starting" while a process of ours runs for it but has not begun training (loading torch
-    and the data, or resuming): its status.json is missing, or still the previous process's."""
+    and the data, or resuming): its status.json is missing, still says queued, or is still the previous process's."""
     job = registry().job(row.path)
     if job is None or not job.alive:
         return row.state
-    return row.state if rh.read_status(row.path).get("pid") == job.process.pid else "starting"
+    status = rh.read_status(row.path)
+    return row.state if status.get("pid") == job.process.pid and status.get("state") != "queued" else "starting"
 
 
 def run_panel(run_dir: Path, smoothing: float) -> None:
     """The run's state, progress, loss curves and previews; while its process runs, a fragment rereads its folder
     every REFRESH_S seconds."""
     state = state_of(rh.history_row(run_dir))
-    live = state in ("starting", "running") or _our_process_alive(run_dir)
+    live = state in LIVE or _our_process_alive(run_dir)
     st.fragment(run_every=REFRESH_S if live else None)(_panel)(run_dir, smoothing, state if live else None)
 
 
@@ -258,11 +321,13 @@ def _panel(run_dir: Path, smoothing: float, watched: str | None) -> None:
     """watched: the state the last full run saw while the run was live; None when it was not."""
     row, status, records = rh.history_row(run_dir), rh.read_status(run_dir), rh.read_records(run_dir)
     state, busy = state_of(row), _our_process_alive(run_dir)
-    if watched is not None and (state != watched or not (busy or state == "running")):
+    if watched is not None and (state != watched or not (busy or state in ("running", "queued"))):
         st.rerun()  # started, ended or failed: redraw the whole page (picker, history, resume); stop polling at the end
     about = " · ".join(str(status[k]) for k in ("model", "device") if isinstance(status.get(k), str))
     st.markdown(f"**{row.name}** — {state}" + (f" · {about}" if about and state != "starting" else ""))
-    if state == "starting":
+    if state == "queued":
+        queued_panel(run_dir)
+    elif state == "starting":
         st.info("Starting: the trainer is loading torch and the data; it starts logging in a few seconds.")
     elif state == "running":
         _progress(status, records, run_dir)
@@ -270,7 +335,7 @@ def _panel(run_dir: Path, smoothing: float, watched: str | None) -> None:
         st.success(f"Quality of the final EMA weights: {metric} ({rh.evaluation_summary(run_dir)}).")
     elif state in ("failed", "interrupted", "unknown"):
         _failure(row)
-    if state in ("done", "stopped", "failed", "interrupted") and not busy:  # not before its process has exited
+    if state in ("done", "stopped", "failed", "interrupted") and not busy and registry().training:  # once exited
         _resume(row)
     if records:
         left, right = st.columns(2)
@@ -312,7 +377,7 @@ def _resume(row: rh.RunRow) -> None:
     steps = left.number_input("Resume until step", value=row.step + 1000, step=100, key="resume_steps")
     if right.button("Resume", key="resume", icon=":material/play_arrow:"):
         try:
-            registry().resume(row.path, int(steps))
+            registry().resume(row.path, int(steps), session_id())
         except LaunchError as e:
             st.error(str(e))
         else:

@@ -3,6 +3,7 @@ score the samples, and compare samplers on the same noise."""
 
 import streamlit as st
 
+from explorer import sample_views as sv
 from explorer import sample_widgets as sw
 
 st.title("Sample")
@@ -37,8 +38,14 @@ elif settings["sampler"] == "ddim":
     st.caption("For DDIM, t−1 stands for the next of the strided steps (e.g. 999, 979, …, 19, then x_0).")
 
 state = st.session_state
-if st.button("Generate", key="generate", type="primary"):
-    view = state["sample.result"] = sw.generate(loaded, settings)
+if sw.was_cancelled():  # a click on Cancel (or any widget) interrupted the last run's sampling
+    st.warning("Sampling cancelled: nothing was kept. Press **Generate** (or **Compare**) to sample again.")
+if refusal := sw.refusal(loaded, settings):
+    st.warning(refusal)
+if st.button("Generate", key="generate", type="primary", disabled=bool(refusal)) and not refusal:
+    state.pop("sample.result", None)  # it no longer matches what is asked for, whether or not this one finishes
+    with sw.cancellable("generate"):
+        view = state["sample.result"] = sw.generate(loaded, settings)
     state["frame"] = len(view.result.trajectory) - 1  # the scrubber starts on the samples
 view = state.get("sample.result")
 if view is None or view.checkpoint != str(loaded.ckpt.path):
@@ -52,7 +59,7 @@ else:
     final, movie = st.columns([2, 3])
     final.image(view.png, output_format="PNG", caption="x_0: the final samples")
     with movie:
-        st.markdown(sw.gif_html(view.gif, "the reverse trajectory"), unsafe_allow_html=True)
+        st.markdown(sv.gif_html(view.gif, "the reverse trajectory"), unsafe_allow_html=True)
         shown = "" if loaded.points or s["n"] <= sw.GIF_MAX_IMAGES else f" (the first {sw.GIF_MAX_IMAGES} samples)"
         st.caption(f"x_t (left) and x̂₀ (right) from t = T down to 0{shown}, {len(result.trajectory)} frames")
     buttons = st.columns(4)
@@ -60,7 +67,7 @@ else:
                                key="download_gif", on_click="ignore")  # fmt: skip
     buttons[1].download_button("Download the samples (PNG)", view.png, file_name="samples.png", mime="image/png",
                                key="download_png", on_click="ignore")  # fmt: skip
-    sw.show_metric(view.metric, view.metric_note, s["n"])
+    sv.show_metric(view.metric, view.metric_note, s["n"])
 
     st.subheader("Step by step")
     records = result.trajectory
@@ -72,13 +79,13 @@ else:
     st.markdown(f"**t = {record.t}** (record {k + 1} of {len(records)}; t = 0 is the returned x_0)")
     left, right = st.columns(2)
     if loaded.points:
-        left.plotly_chart(sw.points_figure(record, view.lim), key="frame_points")
+        left.plotly_chart(sv.points_figure(record, view.lim), key="frame_points")
         left.caption(f"x_t and x̂₀ at t = {record.t}")
-        right.plotly_chart(sw.points_animation(records, view.lim), key="animation")
+        right.plotly_chart(sv.points_animation(records, view.lim), key="animation")
         right.caption("The cloud over t: press ▶ Play; click x̂₀ in the legend to show it too. Axes are fixed.")
     else:
-        left.image(sw.picture(record.x_t, view.lim), output_format="PNG", caption=f"x_t at t = {record.t}")
-        right.image(sw.picture(record.x0_pred, view.lim), output_format="PNG", caption=f"x̂₀ at t = {record.t}")
+        left.image(sv.picture(record.x_t, view.lim), output_format="PNG", caption=f"x_t at t = {record.t}")
+        right.image(sv.picture(record.x0_pred, view.lim), output_format="PNG", caption=f"x̂₀ at t = {record.t}")
 
 # keyed, with on_change: its open state lives in session state, so the rerun of "Compare" keeps it open
 with st.expander("DDPM vs DDIM: the same model and x_T at several step counts", key="compare_panel", on_change="rerun"):
@@ -88,8 +95,10 @@ with st.expander("DDPM vs DDIM: the same model and x_T at several step counts", 
     )
     chosen = sw.compare_picker(loaded)
     if st.button("Compare", key="compare", disabled=not chosen):
-        state["sample.compare"] = sw.run_compare(loaded, settings, chosen)
+        state.pop("sample.compare", None)
+        with sw.cancellable("compare"):
+            state["sample.compare"] = sw.run_compare(loaded, settings, chosen)
     grid = state.get("sample.compare")
     if grid is not None and grid.checkpoint == str(loaded.ckpt.path):
         st.caption(f"{grid.n:,} samples per cell, seed {grid.seed}.")
-        sw.show_compare(grid)
+        sv.show_compare(grid)

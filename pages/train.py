@@ -4,7 +4,8 @@ and compare runs. The run folder is all this page reads; explorer/jobs.py starts
 import streamlit as st
 
 from ddpm_core import run_history as rh
-from explorer import jobs
+from explorer import jobs, links
+from explorer import train_queue as tq
 from explorer import train_widgets as tw
 
 st.title("Train")
@@ -13,7 +14,8 @@ st.markdown(
 Training teaches $\epsilon_\theta$ to recognise the noise in $x_t$: draw $t$ uniformly from $1 \dots T$ and
 $\epsilon \sim \mathcal{N}(0, I)$, noise $x_0$ in one shot, and regress $\epsilon$ — the paper's simplified loss.
 Each run trains in its own process (the CLI `python -m ddpm_core.train`) and writes its run folder, which this page
-reads: the app stays responsive, and a run goes on if you close the tab.
+reads: the app stays responsive, and a run goes on if you close the tab. Runs share the server: when every slot is
+taken, a new run waits in a queue and starts by itself.
 """
 )
 st.latex(
@@ -22,45 +24,35 @@ st.latex(
 )
 
 root = jobs.runs_root()
-reg = tw.registry()
+reg = tq.registry()
+reg.poll(root)  # start queued runs whose slot has freed up (a daemon thread does it too, once a second)
 
 st.header("New run")
-tw.recipe_picker()
-config = tw.config_form()
-dataset = st.session_state["dataset"]
-name_col, launch_col = st.columns([3, 1], vertical_alignment="bottom")
-name = name_col.text_input("Run name", key="name", placeholder=f"{dataset}-<date>-<time>", max_chars=80)
-run_dir, name_error = None, None
-if name.strip():
-    try:
-        run_dir = jobs.run_folder(name, dataset, root)
-    except ValueError as e:
-        name_error = str(e)
-launch = launch_col.button("Launch", key="launch", type="primary", icon=":material/rocket_launch:",
-                           disabled=config is None or name_error is not None)  # fmt: skip
-folder = run_dir.name if run_dir else f"{dataset}-<date>-<time>"
-if name_error:
-    st.error(name_error)
-else:
-    st.caption(
-        f"Saved in `{root / folder}`"
-        + (" (the name made safe for a folder)" if run_dir and folder != name.strip() else "")
-    )
-active = reg.active(root)
-if len(active) >= reg.max_runs:
-    st.warning(
-        f"{len(active)} run(s) training now ({', '.join(p.name for p in active)}), the most allowed at once "
-        f"({reg.max_runs}; set {jobs.MAX_RUNS_ENV} to change it): stop one below or wait for it to finish."
-    )
-if launch:
-    target = run_dir or jobs.run_folder("", config.dataset, root)
-    try:
-        reg.launch(config, target)
-    except jobs.LaunchError as e:
-        st.error(str(e))
+if not tq.training_off():  # the teacher's switch: no form, no launch; the runs below stay visible
+    fresh = tw.recipe_picker()
+    config = tw.config_form(fresh)
+    dataset = st.session_state["dataset"]
+    name_col, launch_col = st.columns([3, 1], vertical_alignment="bottom")
+    name = name_col.text_input("Run name", key="name", placeholder=f"{dataset}-<date>-<time>", max_chars=80)
+    run_dir, name_error = None, None
+    if name.strip():
+        try:
+            run_dir = jobs.run_folder(name, dataset, root)
+        except ValueError as e:
+            name_error = str(e)
+    launch = launch_col.button("Launch", key="launch", type="primary", icon=":material/rocket_launch:",
+                               disabled=config is None or name_error is not None)  # fmt: skip
+    folder = run_dir.name if run_dir else f"{dataset}-<date>-<time>"
+    if name_error:
+        st.error(name_error)
     else:
-        st.session_state["run"] = target.name  # watch it below
-        st.success(f"Launched {target.name}: it starts training once torch has loaded (a few seconds).")
+        st.caption(
+            f"Saved in `{root / folder}`"
+            + (" (the name made safe for a folder)" if run_dir and folder != name.strip() else "")
+        )
+    tq.capacity_notice(root)
+    if launch:
+        tq.launch(config, run_dir or jobs.run_folder("", config.dataset, root))
 
 rows = rh.history(root)
 if not rows:
@@ -73,13 +65,14 @@ if st.session_state.get("run") not in names:
 st.header("Watch a run")
 pick_col, smooth_col = st.columns([2, 1])
 # the labels stay plain names: a keyed selectbox keeps the label it was showing when its options' labels change
-picked = pick_col.selectbox("Run", names, key="run", help="The most recently updated first")
-smoothing = smooth_col.slider("Smoothing of the loss curves", 0.0, 0.99, 0.8, 0.01, key="smoothing",
-                              help="Weight of the exponential moving average (0: none)")  # fmt: skip
+picked = links.selectbox("Run", names, key="run", where=pick_col, help="The most recently updated first")
+smoothing = links.slider("Smoothing of the loss curves", key="smoothing", default=0.8, min_value=0.0,
+                         max_value=0.99, step=0.01, where=smooth_col,
+                         help="Weight of the exponential moving average (0: none)")  # fmt: skip
 tw.run_panel(root / picked, smoothing)
 
 st.header("History")
-tw.history_table(root, live=any(tw.state_of(r) in ("starting", "running") for r in rows))
+tw.history_table(root, live=any(tw.state_of(r) in tw.LIVE for r in rows))
 st.caption(
     "Final loss: the last log interval's mean. Metric: the headline number of the run's `evaluation.json`, "
     "written when a run ends (FD of 1000 DDIM-50 samples for digits, MMD/sliced W1 for 2D; larger images on a CPU "

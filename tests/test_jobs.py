@@ -1,5 +1,7 @@
 """The job registry launches real tiny training runs as separate processes: done, stopped, resumed, refused when
-full, failed with the trainer's message, and a process that dies without a word is recorded as failed."""
+full, failed with the trainer's message, and a process that dies without a word is recorded as failed. Submitted runs
+wait in a first-come-first-served queue that survives a restart; the per-session limit and the teacher's switch hold
+at the registry, whatever the page shows."""
 
 import contextlib
 import os
@@ -12,11 +14,20 @@ import torch
 
 from ddpm_core import run_history, runs
 from ddpm_core.config import TrainConfig
-from explorer.jobs import MAX_RUNS_ENV, JobRegistry, LaunchError, default_max_runs, max_concurrent_runs, run_folder
+from explorer.classroom import Classroom
+from explorer.jobs import (
+    MAX_RUNS_ENV,
+    OFF,
+    JobRegistry,
+    LaunchError,
+    default_max_runs,
+    run_folder,
+)
 from tests.runs_helpers import TINY
 
 QUICK = {**TINY, "steps": 30, "warmup": 5, "log_every": 5, "preview_every": 15, "checkpoint_every": 15}
 LONG = {**QUICK, "steps": 1_000_000, "preview_every": 0, "checkpoint_every": 0}  # runs until stopped
+BRIEF = {**QUICK, "steps": 5, "preview_every": 0, "checkpoint_every": 0, "evaluate_n": 0}  # a queue's quick turn
 
 
 @pytest.fixture(autouse=True)
@@ -26,16 +37,32 @@ def one_thread_each(monkeypatch, tmp_path):
     monkeypatch.setenv("DDPM_EXPLORER_RUNS", str(tmp_path))
 
 
-@pytest.fixture
-def registry():
-    reg = JobRegistry()
-    yield reg
-    for path in reg.active():  # never leave a trainer behind, even when a test fails
+def cleaned_up(reg: JobRegistry):
+    """Never leave a trainer or a queue's watcher behind, even when a test fails."""
+    reg.close()
+    for path in reg.queue():
+        reg.cancel(path)
+    for path in reg.active():
         job = reg.job(path)
         if job is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(job.process.pid, signal.SIGKILL)
             job.process.wait()
+
+
+@pytest.fixture
+def registry():
+    reg = JobRegistry()
+    yield reg
+    cleaned_up(reg)
+
+
+@pytest.fixture
+def room():
+    """A registry with room for one run at a time and one run per session, whatever the environment says."""
+    reg = JobRegistry(max_runs=1, room=lambda: Classroom(per_session=1))
+    yield reg
+    cleaned_up(reg)
 
 
 def until(predicate, job, timeout: float, what: str):
@@ -139,12 +166,18 @@ def test_a_run_launched_elsewhere_counts_towards_the_limit(registry, tmp_path, m
     assert run_history.history_row(elsewhere).state == "interrupted"
 
 
-def test_max_runs_comes_from_the_environment(monkeypatch):
+def test_max_runs_comes_from_the_classroom_file_then_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("DDPM_EXPLORER_CONFIG", raising=False)
     monkeypatch.setenv(MAX_RUNS_ENV, "3")
-    assert max_concurrent_runs() == 3
+    assert JobRegistry().max_runs == 3 and JobRegistry(max_runs=5).max_runs == 5
     for bad in ("0", "-1", "two", ""):
         monkeypatch.setenv(MAX_RUNS_ENV, bad)
-        assert max_concurrent_runs() == default_max_runs() == (2 if torch.cuda.is_available() else 1)
+        assert JobRegistry().max_runs == default_max_runs() == (2 if torch.cuda.is_available() else 1)
+    (tmp_path / "classroom.toml").write_text("[training]\nmax_concurrent = 4\nper_session = 2\n")
+    monkeypatch.setenv("DDPM_EXPLORER_CONFIG", str(tmp_path / "classroom.toml"))
+    assert (JobRegistry().max_runs, JobRegistry().per_session) == (4, 2)
+    monkeypatch.setenv(MAX_RUNS_ENV, "3")  # the environment wins where it speaks
+    assert JobRegistry().max_runs == 3
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
@@ -159,3 +192,83 @@ def test_run_names_are_sanitised_or_refused(tmp_path):
     assert run_folder("", "moons", tmp_path).name.startswith("moons-")
     with pytest.raises(ValueError, match="no letters or digits"):
         run_folder("///", "digits", tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The queue, the per-session limit and the teacher's switch
+
+
+def test_submitted_runs_wait_in_a_queue_and_start_first_come_first_served(room, tmp_path):
+    first = room.submit(TrainConfig(**LONG), tmp_path / "first", session="a")
+    assert first is not None  # a free slot: it starts at once
+    assert room.submit(TrainConfig(**BRIEF), tmp_path / "second", session="b") is None
+    assert room.submit(TrainConfig(**BRIEF), tmp_path / "third", session="c") is None
+    second, third = (tmp_path / "second").resolve(), (tmp_path / "third").resolve()
+    assert room.queue(tmp_path) == [second, third]
+    status = run_history.read_status(second)
+    assert (status["state"], status["session"], status["total_steps"]) == ("queued", "b", 5)
+    assert runs.read_json(second / runs.CONFIG)["out"] == str(second)  # ready to start as it is
+    assert [r.state for r in run_history.history(tmp_path)].count("queued") == 2
+    assert JobRegistry().queue(tmp_path) == [second, third]  # a restarted server finds the queue in the folders
+
+    room.stop(first.run_dir)  # the slot frees up: the watcher thread starts the head of the queue, and so on
+    assert finished(room, first)["state"] == "stopped"
+    assert room.drain(tmp_path, timeout=180), run_history.log_tail(second)  # the last one has started
+    assert finished(room, room.job(second))["state"] == "done"
+    assert finished(room, room.job(third))["state"] == "done"
+    assert run_history.read_status(third)["started"] > run_history.read_status(second)["updated"]  # one at a time
+
+
+def test_a_restarted_server_starts_the_queue_it_finds(tmp_path, monkeypatch):
+    monkeypatch.setenv(MAX_RUNS_ENV, "1")
+    elsewhere = tmp_path / "from-the-cli"
+    elsewhere.mkdir()
+    runs.write_status(elsewhere, "running", pid=os.getpid(), step=3, total_steps=10)  # a live process holds the slot
+    before = JobRegistry()
+    assert before.submit(TrainConfig(**BRIEF), tmp_path / "waiting") is None
+    before.close()  # the server goes away
+    restarted = JobRegistry()
+    try:
+        assert restarted.poll(tmp_path) == [] and restarted.queue(tmp_path) == [(tmp_path / "waiting").resolve()]
+        runs.write_status(elsewhere, "done")
+        (job,) = restarted.poll(tmp_path)
+        assert job.run_dir == (tmp_path / "waiting").resolve() and restarted.queue(tmp_path) == []
+        assert finished(restarted, job)["state"] == "done"
+    finally:
+        cleaned_up(restarted)
+
+
+def test_the_per_session_limit_counts_running_and_queued_runs(room, tmp_path):
+    assert room.submit(TrainConfig(**LONG), tmp_path / "mine", session="a") is not None
+    with pytest.raises(LaunchError, match=r"This browser session already has 1 run\(s\) training or waiting \(mine\)"):
+        room.submit(TrainConfig(**QUICK), tmp_path / "more", session="a")
+    assert not (tmp_path / "more").exists()
+    assert room.submit(TrainConfig(**QUICK), tmp_path / "theirs", session="b") is None  # queued
+    with pytest.raises(LaunchError, match=r"already has 1 run\(s\) training or waiting \(theirs\)"):
+        room.submit(TrainConfig(**QUICK), tmp_path / "again", session="b")
+    with pytest.raises(LaunchError, match="queued from another browser session"):
+        room.cancel(tmp_path / "theirs", session="a")
+    room.cancel(tmp_path / "theirs", session="b")
+    assert not (tmp_path / "theirs").exists() and room.queue(tmp_path) == []
+    assert room.submit(TrainConfig(**QUICK), tmp_path / "again", session="b") is None  # room in b's allowance again
+    with pytest.raises(LaunchError, match="not waiting in the queue"):
+        room.cancel(tmp_path / "mine", session="a")
+
+
+def test_the_teachers_switch_refuses_launch_submit_and_resume(registry, tmp_path, monkeypatch):
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    for name in (runs.MODEL, runs.STATE):
+        (stopped / name).write_bytes(b"")
+    runs.write_status(stopped, "stopped", step=10)
+    monkeypatch.setenv("DDPM_EXPLORER_TRAINING", "off")
+    assert not registry.training
+    for call in (
+        lambda: registry.launch(TrainConfig(**QUICK), tmp_path / "a"),
+        lambda: registry.submit(TrainConfig(**QUICK), tmp_path / "b", session="s"),
+        lambda: registry.resume(stopped, 20),
+    ):
+        with pytest.raises(LaunchError, match="Training is turned off on this server"):
+            call()
+    assert str(OFF).startswith("Training is turned off") and registry.active(tmp_path) == []
+    assert [p.name for p in run_history.run_dirs(tmp_path)] == ["stopped"]  # nothing written

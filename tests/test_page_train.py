@@ -36,6 +36,8 @@ def root(tmp_path, monkeypatch):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(job.process.pid, signal.SIGKILL)
             job.process.wait()
+    for path in reg.queue(tmp_path):  # nor a queued run that a later poll could start
+        reg.cancel(path)
 
 
 @pytest.fixture
@@ -87,6 +89,12 @@ def image_captions(at: AppTest) -> list[str]:
 def training_now(at: AppTest) -> bool:
     """The page's warning that the limit of concurrent runs is reached (1 here): a process is still alive."""
     return any("training now" in w.value for w in at.warning)
+
+
+def log_tail(at: AppTest) -> str:
+    """The tail of train.log the page shows (the other code block is the "Copy link to this view" popover's)."""
+    (tail,) = [c.value for c in at.code if not c.value.startswith("http")]
+    return tail
 
 
 def has(at: AppTest, kind: str, key: str) -> bool:
@@ -223,24 +231,46 @@ def test_history_lists_runs_and_compares_two(at, root):
     assert image_captions(at)[-2:] == ["first: EMA weights, step 20", "second: EMA weights, step 20"]
 
 
-def test_a_full_house_refuses_a_launch_with_a_clear_message(at, root):
+def test_a_full_house_queues_a_launch_with_a_clear_message(at, root):
     busy = root / "from-the-cli"
     busy.mkdir()
     runs.write_status(busy, "running", pid=os.getpid(), step=3, total_steps=10)  # a live process
     rerun(at)
     assert any("1 run(s) training now (from-the-cli)" in w.value for w in at.warning)
-    launch(at, "refused", expect_success=False)
-    assert "at most 1 may run at once" in at.error[0].value and not (root / "refused").exists()
+    launch(at, "waiting", expect_success=False)
+    assert not at.error and any(i.value.startswith("Queued waiting: 1st in the queue") for i in at.info)
+    assert state(root / "waiting") == "queued" and registry().queue(root) == [(root / "waiting").resolve()]
+    assert any(i.value.startswith("Waiting: 1st in the queue — 1 of 1 slot(s) in use") for i in at.info)
+    at.button(key="cancel_run").click()  # its owner takes it out of the queue: the folder goes
+    rerun(at)
+    assert not (root / "waiting").exists() and registry().queue(root) == []
 
 
-def test_a_run_that_fails_to_start_shows_the_trainers_message(at, root):
+def test_the_image_folder_must_lie_inside_the_servers_data_root(at, root, monkeypatch):
+    monkeypatch.setenv("DDPM_EXPLORER_DATA", str(root / "data"))
     at.selectbox(key="dataset").set_value("folder")
-    rerun(at).text_input(key="folder").set_value(str(root / "no-such-folder"))
+    rerun(at)
+    assert {t.key for t in at.text_input} == {"folder", "classes", "name"}  # no free-text data root
+    assert str(root / "data") in at.selectbox(key="dataset").help
+    for text, message in (("../elsewhere", "leads out of the data root"), (str(root), "not as an absolute path"),
+                          ("a/../../b", "leads out of the data root")):  # fmt: skip
+        at.text_input(key="folder").set_value(text)
+        rerun(at)
+        assert message in at.error[0].value and at.button(key="launch").disabled
+    at.text_input(key="folder").set_value("classes/../mine")
+    rerun(at)  # inside it: no error of the page's (the trainer says whether it holds images)
+    assert not at.error and not at.button(key="launch").disabled
+
+
+def test_a_run_that_fails_to_start_shows_the_trainers_message(at, root, monkeypatch):
+    monkeypatch.setenv("DDPM_EXPLORER_DATA", str(root))  # the server's data root: the form names folders inside it
+    at.selectbox(key="dataset").set_value("folder")
+    rerun(at).text_input(key="folder").set_value("no-such-folder")
     launch(at, "no-images")
     rerun_until(at, lambda at: at.error, "error message")
     assert at.error[0].value.startswith("no-images failed: ") and "no-such-folder" in at.error[0].value
     assert "(the trainer exited with code 2; see train.log)" in at.error[0].value
-    assert "error: " in at.code[0].value  # the tail of train.log
+    assert "error: " in log_tail(at)
     assert table(at).set_index("name").loc["no-images", "status"] == "failed"
 
 
@@ -259,7 +289,7 @@ def test_failed_and_broken_runs_show_messages_not_exceptions(at, root):
     at.selectbox(key="run").set_value("nan-run")
     rerun(at)
     assert at.error[0].value == "nan-run failed: the loss became nan at step 10"
-    assert "error: the loss became nan" in at.code[0].value
+    assert "error: the loss became nan" in log_tail(at)
     at.selectbox(key="run").set_value("broken")
     rerun(at)
     assert at.error[0].value.startswith("broken unknown: no status.json")
