@@ -85,6 +85,8 @@ def _bind(key: str, default, fits: Callable[[object], bool], to_url: Callable[[o
     `fits.parse(raw)` is the value a URL string stands for, or None."""
     page, room = _current(), classroom()
     chosen = room.default(page.name, key)
+    if chosen is not None and not fits(chosen) and fits.parse(str(chosen)) is not None:
+        chosen = fits.parse(str(chosen))  # written as a link writes it: a label ("scaled linear", "digits")
     if chosen is not None and not fits(chosen):
         section = "locked" if room.is_locked(page.name, key) else "defaults"
         page.problems.append(f"The classroom file's [{section}.{page.name}] {key} = {chosen!r} is not {what}; ignored.")

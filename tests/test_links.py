@@ -217,9 +217,10 @@ def test_a_bad_schedule_from_a_link_shows_the_pickers_error_not_an_exception():
 
 
 def test_teacher_defaults_apply_and_a_link_still_wins(classroom_file):
-    classroom_file('[defaults.forward]\nschedule = "cosine"\nt = 100\n')
+    classroom_file('[defaults.forward]\nschedule = "cosine"\nt = 100\nsource = "Sample photo (scikit-learn)"\n')
     at = open_with("forward.py", {})
     assert at.selectbox(key="schedule").value == "cosine" and at.slider(key="t").value == 100
+    assert at.selectbox(key="source").value == "photo"  # a value may also be written as its label, as links do
     assert urlsplit(link(at)).query == ""  # the teacher's defaults are this server's defaults
     linked = open_with("forward.py", {"t": "300", "schedule": "linear"})
     assert linked.slider(key="t").value == 300 and linked.selectbox(key="schedule").value == "linear"
@@ -251,3 +252,10 @@ def test_hidden_pages_leave_the_navigation_and_home_says_so(classroom_file):
     assert "training from the UI **off**" in text
     with pytest.raises(ValueError, match=r"Known pages: .*home.py.*forward.py.*schedules.py'\]"):
         at.switch_page(str(ROOT / "pages" / "train.py"))  # not registered: no URL reaches it
+
+
+def test_a_teacher_can_preselect_the_sample_pages_checkpoint_by_its_name(classroom_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("DDPM_EXPLORER_RUNS", str(tmp_path / "runs"))
+    classroom_file('[defaults.sample]\ncheckpoint = "moons"\n')
+    at = open_with("sample.py", {})
+    assert at.selectbox(key="checkpoint").value.endswith("moons.safetensors") and not notices(at)
