@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import get_args
 
+import torch
 from torch import Tensor, nn
 
 from ddpm_core.diffusion import Diffusion, VarianceType
@@ -114,4 +115,54 @@ def compare_samplers(
         scores = metric(result.samples) if metric is not None else None
         cells.append(CellResult(setting, len(result.timesteps), x_T, result.samples, result.wall_time, scores))
         done += total
+    return cells
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Classifier-free guidance: one x_T, several guidance scales
+
+
+@dataclass
+class GuidanceCell:
+    scale: float
+    labels: Tensor  # (N,) the class asked of each sample
+    samples: Tensor  # (N, ...) on the CPU, float32: row r of a grid of n_per_class columns is labels' class r
+    wall_time: float
+    accuracy: float | None  # share of samples a classifier assigns to their requested class, when one was given
+
+
+def compare_guidance(
+    model: nn.Module,
+    diffusion: Diffusion,
+    shape: tuple[int, ...],
+    classes: Sequence[int],
+    scales: Sequence[float],
+    n_per_class: int,
+    seed: int,
+    classify: Callable[[Tensor], Tensor] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    **settings,
+) -> list[GuidanceCell]:
+    """Sample n_per_class of each class at each guidance scale s of ε̃ = ε(∅) + s (ε(y) − ε(∅)), every cell from the
+    same x_T (the seed's). settings: sampler, steps, eta, variance, clip_x0 as sample() takes them. classify(samples)
+    → (N,) predicted labels scores each cell's accuracy. progress(done, total) counts steps over the whole grid."""
+    if not classes or not scales or n_per_class < 1:
+        raise ValueError("compare_guidance needs at least one class, one scale and one sample per class")
+    if not all(0.0 <= s <= 20.0 for s in scales):
+        raise ValueError(f"guidance scales must lie in [0, 20], got {list(scales)}")
+    total = check_sampler_args(
+        diffusion, settings.get("sampler", "ddpm"), settings.get("steps"), settings.get("eta", 0)
+    )
+    labels = torch.tensor(list(classes)).repeat_interleave(n_per_class)
+    cells = []
+    for i, scale in enumerate(scales):
+
+        def step(k: int, _total: int, before: int = i * total) -> None:
+            if progress is not None:
+                progress(before + k, total * len(scales))
+
+        result = sample(model, diffusion, len(labels), shape, y=labels, guidance=scale, seed=seed,
+                        record_every=total + 1, progress=step, **settings)  # fmt: skip
+        accuracy = float((classify(result.samples) == labels).float().mean()) if classify is not None else None
+        cells.append(GuidanceCell(scale, labels, result.samples, result.wall_time, accuracy))
     return cells

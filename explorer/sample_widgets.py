@@ -25,6 +25,7 @@ from ddpm_core.forward import png_bytes
 from ddpm_core.gif import StepRecord, axis_limit, image_grid, points_frame, trajectory_gif
 from ddpm_core.sample import SampleResult, sample
 from explorer import links
+from explorer.guidance_widgets import sample_arguments
 from explorer.ui import ROOT
 
 BUNDLED = ROOT / "assets" / "checkpoints"
@@ -240,7 +241,7 @@ class SampleView:
     metric_note: str  # why there is no metric, when there is none
 
 
-def _progress_callback(bar):
+def progress_callback(bar):
     shown = [-1]
 
     def update(done: int, total: int) -> None:
@@ -284,9 +285,9 @@ def was_cancelled() -> str:
 def generate(loaded: Loaded, settings: dict) -> SampleView:
     """Sample with a progress bar, then draw the GIF and the PNG and score the samples."""
     bar = st.progress(0.0, text="Sampling…")
-    args = {k: v for k, v in settings.items() if k != "n"}
+    args = sample_arguments(settings)  # class_label → y: one label per sample
     result = sample(loaded.ckpt.model, loaded.diffusion, settings["n"], loaded.ckpt.sample_shape,
-                    progress=_progress_callback(bar), **args)  # fmt: skip
+                    progress=progress_callback(bar), **args)  # fmt: skip
     bar.progress(1.0, text="Drawing the GIF and scoring the samples…")
     if loaded.points:
         lim = axis_limit(result.trajectory)
@@ -333,7 +334,7 @@ def run_compare(loaded: Loaded, settings: dict, chosen: list[SamplerSetting]) ->
     cells = compare_samplers(
         loaded.ckpt.model, loaded.diffusion, loaded.ckpt.sample_shape, chosen, settings["n"], settings["seed"],
         metric=(lambda s: _metric(s, loaded)[0]), eta=settings["eta"], variance=settings["variance"],
-        clip_x0=settings["clip_x0"], progress=_progress_callback(bar),
+        clip_x0=settings["clip_x0"], progress=progress_callback(bar),
     )  # fmt: skip
     bar.empty()
     return CompareView(str(loaded.ckpt.path), cells, settings["n"], settings["seed"])

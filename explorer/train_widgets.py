@@ -23,6 +23,7 @@ from ddpm_core.images import OnDisk, datasets_on_disk
 from ddpm_core.models import PRESETS
 from explorer import links
 from explorer.jobs import ROOT, LaunchError
+from explorer.objective_widgets import OBJECTIVE, fine_tune_error, objective_widgets
 from explorer.train_queue import queued_panel, registry, session_id
 from explorer.ui import device_description
 from explorer.widgets import schedule_picker
@@ -48,7 +49,7 @@ RECIPE_NOTES = {
 }
 FORM = ("dataset", "folder", "classes", "image_size", "model", "base_channels", "steps", "batch_size",
         "lr", "warmup", "ema_decay", "seed", "device", "log_every", "preview_every", "preview_n", "preview_steps",
-        "checkpoint_every", "evaluate_n")  # fmt: skip
+        "checkpoint_every", "evaluate_n", *OBJECTIVE)  # fmt: skip
 TORCHVISION = ("mnist", "fashion_mnist", "cifar10")
 
 
@@ -213,6 +214,9 @@ def config_form(fresh: dict) -> TrainConfig | None:
             links.number(label, key=key, default=fresh[key], step=step, help=help, **({"format": fmt} if fmt else {}))
     with st.container(border=True):
         schedule = schedule_picker()
+    with st.expander("Objective, classes and fine-tuning: ε, x₀ or v; min-SNR-γ; guidance; a starting checkpoint"):
+        fine_tune_error()
+        objective_widgets(fresh)
     with st.expander("More settings: image size, logging, previews, checkpoints, evaluation"):
         cells = st.columns(3) + st.columns(3) + st.columns(3)
         for cell, (key, label, step, help) in zip(cells, MORE, strict=False):

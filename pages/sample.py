@@ -3,6 +3,8 @@ score the samples, and compare samplers on the same noise."""
 
 import streamlit as st
 
+from explorer import guidance_widgets as gw
+from explorer import importance_widgets as iw
 from explorer import sample_views as sv
 from explorer import sample_widgets as sw
 
@@ -25,7 +27,7 @@ with st.expander("The checkpoint's settings", expanded=True):
     st.json(loaded.ckpt.config.to_dict(), expanded=False)
 
 st.subheader("Sampler")
-settings = sw.sampler_settings(loaded)
+settings = sw.sampler_settings(loaded) | gw.class_settings(loaded)
 st.caption(sw.STEP_LABEL[settings["sampler"]])
 for equation in sw.sampling_latex(settings["sampler"], settings["variance"], settings["eta"]):
     st.latex(equation)
@@ -86,6 +88,9 @@ else:
     else:
         left.image(sv.picture(record.x_t, view.lim), output_format="PNG", caption=f"x_t at t = {record.t}")
         right.image(sv.picture(record.x0_pred, view.lim), output_format="PNG", caption=f"x̂₀ at t = {record.t}")
+
+gw.guidance_panel(loaded, settings, sw.cancellable, sw.progress_callback)
+iw.importance_panel(str(loaded.ckpt.path), loaded.ckpt.config.schedule, loaded.T)
 
 # keyed, with on_change: its open state lives in session state, so the rerun of "Compare" keeps it open
 with st.expander("DDPM vs DDIM: the same model and x_T at several step counts", key="compare_panel", on_change="rerun"):

@@ -5,6 +5,7 @@ import streamlit as st
 
 from ddpm_core import run_history as rh
 from explorer import jobs, links
+from explorer import objective_widgets as ow
 from explorer import train_queue as tq
 from explorer import train_widgets as tw
 
@@ -70,6 +71,7 @@ smoothing = links.slider("Smoothing of the loss curves", key="smoothing", defaul
                          max_value=0.99, step=0.01, where=smooth_col,
                          help="Weight of the exponential moving average (0: none)")  # fmt: skip
 tw.run_panel(root / picked, smoothing)
+ow.before_after(root / picked)
 
 st.header("History")
 tw.history_table(root, live=any(tw.state_of(r) in tw.LIVE for r in rows))

@@ -167,3 +167,54 @@ def test_a_training_run_updates_its_loss_live_and_stops(app_url, page):
     page.get_by_text("browser-run — stopped").first.wait_for(timeout=60_000)
     page.get_by_role("button", name="Resume").wait_for(timeout=60_000)
     no_exception(page)
+
+
+def test_a_link_restores_the_view_and_follows_the_widgets(app_url, page):
+    page.goto(f"{app_url}/forward?t=500&schedule=cosine&seed=7")
+    page.get_by_text("x_t at t = 500").wait_for(timeout=60_000)
+    wait_for_app(page)
+    box = page.get_by_label("t", exact=True)
+    box.fill("123")
+    box.press("Enter")
+    page.get_by_text("x_t at t = 123").wait_for(timeout=30_000)
+    wait_for_app(page)
+    assert "t=123" in page.url and "schedule=cosine" in page.url  # the address is the link to the view
+    page.get_by_text("Copy link to this view").click()
+    link = page.locator("[data-testid='stCode']").first.inner_text()
+    assert "/forward?" in link and "t=123" in link and "seed=7" in link
+    page.goto(f"{app_url}/forward?t=abc")
+    page.get_by_text("The link's t=abc is not an integer").wait_for(timeout=60_000)
+    no_exception(page)
+
+
+def test_guidance_and_importance_on_the_sample_page(app_url, page):
+    page.set_viewport_size({"width": 1400, "height": 3200})
+    page.goto(f"{app_url}/sample?checkpoint=digits_cond&class_label=7&guidance=3.0&sampler=DDIM&steps=10&n=16")
+    page.get_by_text("Guidance scale s").wait_for(timeout=60_000)
+    wait_for_app(page)
+    page.get_by_role("button", name="Generate").click()
+    page.locator("img[src^='data:image/gif']").wait_for(timeout=120_000)
+    wait_for_app(page)
+    page.get_by_text("Guidance scales: one x_T, every class").click()
+    page.get_by_role("button", name="Sample the grid").click()
+    page.get_by_text("classifier agrees").first.wait_for(timeout=180_000)
+    page.get_by_text("Which noise levels are hard").click()
+    page.get_by_role("button", name="Measure").click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.js-plotly-plot')].some(p => p.data && p.data.some("
+        "t => t.name === 'ε-error of this model'))",
+        timeout=120_000,
+    )
+    no_exception(page)
+    page.screenshot(path=str(ARTIFACTS / "sample-guidance.png"), full_page=True)
+
+
+def test_the_train_page_explains_the_prediction_target(app_url, page):
+    page.goto(f"{app_url}/train?prediction_type=v%20(Salimans%20%26%20Ho)")
+    page.locator(".katex").first.wait_for(timeout=60_000)
+    wait_for_app(page)
+    page.get_by_text("Objective, classes and fine-tuning").click()
+    page.get_by_text("Prediction target").wait_for(timeout=30_000)
+    sources = page.locator(".katex annotation").evaluate_all("els => els.map(e => e.textContent)")
+    assert any(tex.startswith(r"v = \sqrt{\bar\alpha_t}") for tex in sources)  # the v-target's equation
+    no_exception(page)

@@ -8,11 +8,14 @@ PY=${PYTHON:-.venv/bin/python}
 export DDPM_EXPLORER_RUNS=${DDPM_EXPLORER_RUNS:-runs}
 
 $PY -m ddpm_core.train --dataset digits --steps 4000 --name bundled-digits --preview-every 1000 --checkpoint-every 1000
+# class-conditional digits for classifier-free guidance (the Sample page's class picker; bench/bench_guidance.py)
+$PY -m ddpm_core.train --dataset digits --class-conditional --label-dropout 0.1 --steps 4000 --name bundled-digits_cond \
+  --preview-every 1000 --checkpoint-every 1000
 for toy in moons swiss_roll 8gaussians; do
   $PY -m ddpm_core.train --dataset "$toy" --steps 4000 --batch-size 256 --name "bundled-$toy" --preview-every 2000
 done
 
-for name in digits moons swiss_roll 8gaussians; do
+for name in digits digits_cond moons swiss_roll 8gaussians; do
   cp "$DDPM_EXPLORER_RUNS/bundled-$name/ema.safetensors" "assets/checkpoints/$name.safetensors"
   $PY -m ddpm_core.evaluate --checkpoint "assets/checkpoints/$name.safetensors" --n 1000
 done
