@@ -9,7 +9,7 @@ Ours is also measured at a few early budgets, so that the time it needs to reach
 Goals: ours FD ≤ 0.3 within 60 s (ideally 30 s); (seed's time to its best FD) / (our time to reach it) ≥ 20×.
 Writes race_fd.svg (FD vs training time, log-log), seed_samples.png and ours_samples.png to --out.
 
-Usage: python bench/bench_race.py [--budgets 15 30 60 120 240 480] [--early 2 4 8] [--threads 2]
+Usage: python bench/bench_race.py [--budgets 15 30 60 120 240 480] [--early 0.5 1 1.5 2 3 4 8] [--threads 2]
            [--n-samples 1000] [--seed-size 8] [--out bench/race] [--write]   (--write appends to bench/RESULTS.md)
 """
 
@@ -250,7 +250,8 @@ def summary(seed_rows: list[dict], ours_rows: list[dict]) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--budgets", type=float, nargs="+", default=[15, 30, 60, 120, 240, 480])
-    p.add_argument("--early", type=float, nargs="*", default=[2, 4, 8], help="extra early budgets for ours only")
+    p.add_argument("--early", type=float, nargs="*", default=[0.5, 1, 1.5, 2, 3, 4, 8],
+                   help="extra early budgets for ours only")  # fmt: skip
     p.add_argument("--threads", type=int, default=2, help="torch threads for both recipes")
     p.add_argument("--n-samples", type=int, default=1000, help="samples per evaluation")
     p.add_argument("--seed-size", type=int, default=8, help="the seed UNet's canvas: 8 (native) or 16 (padded)")
