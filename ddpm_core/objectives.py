@@ -22,17 +22,17 @@ from ddpm_core.diffusion import Diffusion
 
 PredictionType = Literal["eps", "x0", "v"]
 LossWeighting = Literal["none", "min_snr"]
-PREDICTION_LATEX = {
+PREDICTION_LATEX = {  # one line each, or aligned lines: the Train page shows them in a half-width column
     "eps": r"\mathcal{L} = \mathbb{E}\,\lVert \epsilon - \epsilon_\theta(x_t, t) \rVert^2",
-    "x0": r"\mathcal{L} = \mathbb{E}\,\lVert x_0 - \hat x_\theta(x_t, t) \rVert^2,\quad"
-    r"\hat\epsilon = \frac{x_t - \sqrt{\bar\alpha_t}\,\hat x_\theta}{\sqrt{1-\bar\alpha_t}}",
-    "v": r"v = \sqrt{\bar\alpha_t}\,\epsilon - \sqrt{1-\bar\alpha_t}\,x_0,\quad"
-    r"\mathcal{L} = \mathbb{E}\,\lVert v - v_\theta(x_t, t) \rVert^2,\quad"
-    r"\hat\epsilon = \sqrt{\bar\alpha_t}\,v_\theta + \sqrt{1-\bar\alpha_t}\,x_t",
+    "x0": r"\begin{aligned}\mathcal{L} &= \mathbb{E}\,\lVert x_0 - \hat x_\theta(x_t, t) \rVert^2\\"
+    r"\hat\epsilon &= \frac{x_t - \sqrt{\bar\alpha_t}\,\hat x_\theta}{\sqrt{1-\bar\alpha_t}}\end{aligned}",
+    "v": r"\begin{aligned}v &= \sqrt{\bar\alpha_t}\,\epsilon - \sqrt{1-\bar\alpha_t}\,x_0\\"
+    r"\mathcal{L} &= \mathbb{E}\,\lVert v - v_\theta(x_t, t) \rVert^2\\"
+    r"\hat\epsilon &= \sqrt{\bar\alpha_t}\,v_\theta + \sqrt{1-\bar\alpha_t}\,x_t\end{aligned}",
 }
-MIN_SNR_LATEX = r"w_t = \frac{\min(\mathrm{SNR}_t,\ \gamma)}{\mathrm{SNR}_t}\ (\epsilon),\quad"
-MIN_SNR_LATEX += (
-    r"\min(\mathrm{SNR}_t,\ \gamma)\ (x_0),\quad \frac{\min(\mathrm{SNR}_t,\ \gamma)}{\mathrm{SNR}_t + 1}\ (v)"
+MIN_SNR_LATEX = (
+    r"w_t = \min(\mathrm{SNR}_t,\ \gamma)\cdot\begin{cases}1/\mathrm{SNR}_t & \epsilon\\ 1 & x_0\\"
+    r" 1/(\mathrm{SNR}_t + 1) & v\end{cases}"
 )
 
 

@@ -22,10 +22,9 @@ from explorer.sample_widgets import checkpoint_files
 OBJECTIVE = ("prediction_type", "loss_weighting", "min_snr_gamma", "class_conditional", "label_dropout", "init_from")
 TARGETS = {"eps": "ε (the seed's)", "x0": "x₀", "v": "v (Salimans & Ho)"}
 GUIDANCE_LATEX = (
-    r"\tilde\epsilon = \epsilon_\theta(x_t, \varnothing) + s\,\big(\epsilon_\theta(x_t, y) - "
-    r"\epsilon_\theta(x_t, \varnothing)\big),\quad y \to \varnothing \text{ with probability } p_\text{drop}"
+    r"\begin{aligned}\tilde\epsilon &= \epsilon_\theta(x_t, \varnothing) + s\,\big(\epsilon_\theta(x_t, y) - "
+    r"\epsilon_\theta(x_t, \varnothing)\big)\\ y &\to \varnothing \text{ with probability } p_\text{drop}\end{aligned}"
 )
-SCHEDULE_KEYS = ("schedule", "T", "rescale_zero_terminal_snr")
 COPIED = ("dataset", "classes", "image_size", "model", "base_channels", "prediction_type", "class_conditional")
 
 

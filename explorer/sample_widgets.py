@@ -297,6 +297,9 @@ def generate(loaded: Loaded, settings: dict) -> SampleView:
         shown = [StepRecord(r.t, r.x_t[:GIF_MAX_IMAGES], r.x0_pred[:GIF_MAX_IMAGES]) for r in result.trajectory]
         gif, final = trajectory_gif(shown), image_grid(result.samples)
     metric, note = _metric(result.samples, loaded)
+    if settings.get("class_label") is not None and metric is not None:
+        note = ("The FD compares with all the classes: samples of one class are far from them by design. The "
+                "classifier's histogram shows which class came out.")  # fmt: skip
     bar.empty()
     return SampleView(str(loaded.ckpt.path), settings, result, gif, png_bytes(final), lim, metric, note)
 

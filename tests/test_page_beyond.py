@@ -25,7 +25,7 @@ def test_the_objective_settings_reach_the_runs_config(at, root):  # noqa: F811
     at.checkbox(key="class_conditional").set_value(True)
     rerun(at)
     latex = " ".join(e.value for e in at.latex)
-    assert r"v = \sqrt{\bar\alpha_t}\,\epsilon" in latex and r"\min(\mathrm{SNR}_t" in latex and "varnothing" in latex
+    assert r"v &= \sqrt{\bar\alpha_t}\,\epsilon" in latex and r"\min(\mathrm{SNR}_t" in latex and "varnothing" in latex
     at.number_input(key="min_snr_gamma").set_value(3.0)
     at.number_input(key="label_dropout").set_value(0.2)
     launch(at, "objective", steps=10, evaluate_n=0)

@@ -72,7 +72,13 @@ def chart(at: AppTest, key: str) -> dict:
 def test_page_renders_lists_the_bundled_checkpoints_and_shows_the_config(at):
     assert at.title[0].value == "Sample" and not at.error
     labels = at.selectbox(key="checkpoint").options
-    assert labels == ["digits", "8gaussians", "digits_cond", "moons", "swiss_roll"]  # short: a label is also the link's value
+    assert labels == [
+        "digits",
+        "8gaussians",
+        "digits_cond",
+        "moons",
+        "swiss_roll",
+    ]  # short: a label is also the link's value
     params = sum(p.numel() for p in load_checkpoint(DIGITS).model.parameters())
     table = next(t for t in texts(at) if t.startswith("| setting | value |"))
     assert f"{params:,} parameters" in table and "| T | 1,000 |" in table and "digits" in table
