@@ -214,3 +214,16 @@ def test_fine_tuning_a_different_network_says_what_differs(tmp_path):
 def test_bad_objective_settings_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**settings)
+
+
+def test_the_cli_trains_and_samples_an_x0_model_with_min_snr_weights(tmp_path):
+    result = run_cli("train", *_flags(TINY), "--steps", 10, "--prediction-type", "x0", "--loss-weighting", "min_snr",
+                     "--min-snr-gamma", 2, "--out", tmp_path / "x0", runs_root=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    ckpt = runs.load_checkpoint(tmp_path / "x0")
+    assert ckpt.model_config.prediction == "x0" and ckpt.config.min_snr_gamma == 2.0
+    out = run_cli("sample", "--checkpoint", tmp_path / "x0", "--sampler", "ddim", "--steps", 5, "--n", 4,
+                  "--npy", tmp_path / "x.npy", runs_root=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    bad = run_cli("train", "--prediction-type", "score", "--out", tmp_path / "bad", runs_root=tmp_path)
+    assert bad.returncode == 2 and "prediction_type must be eps, x0 or v, got 'score'" in bad.stderr
