@@ -16,8 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -25,6 +23,7 @@ from bench.common import machine, publish  # noqa: E402
 from ddpm_core import runs  # noqa: E402
 from ddpm_core.diffusion import Diffusion  # noqa: E402
 from ddpm_core.evaluate import evaluate_model  # noqa: E402
+from ddpm_core.sample import every_class  # noqa: E402
 
 
 def main() -> None:
@@ -39,7 +38,7 @@ def main() -> None:
     if not K or ckpt.config.dataset != "digits":
         sys.exit(f"{args.checkpoint} is not a class-conditional digits model")
     diffusion = Diffusion(ckpt.config.make_schedule())
-    y = torch.arange(args.n) % K
+    y = every_class(args.n, K)
     print(f"machine: {machine()}")
     rows, accuracy = [], {}
     for scale in args.scales:

@@ -16,7 +16,6 @@ import argparse
 import json
 import sys
 
-import torch
 from torch import Tensor, nn
 
 from ddpm_core import metrics
@@ -24,16 +23,18 @@ from ddpm_core.classifier import CLASSIFIER_DATASETS, load_feature_extractor
 from ddpm_core.config import TrainConfig
 from ddpm_core.data import DatasetError, load_dataset, make_toy
 from ddpm_core.diffusion import Diffusion
-from ddpm_core.sample import Sampler, sample
+from ddpm_core.sample import Sampler, every_class, sample
 
 REFERENCE_SEED = 12_345  # ground-truth toys for evaluation are drawn apart from the training seed
 MAX_REFERENCE_IMAGES = 5000
 
 
-def quality_metrics(samples: Tensor, config: TrainConfig) -> dict:
-    """The quality measures for samples (N, ...) of the data set config describes, as a JSON-ready dict."""
+def quality_metrics(samples: Tensor, config: TrainConfig, y: Tensor | None = None) -> dict:
+    """The quality measures for samples (N, ...) of the data set config describes, as a JSON-ready dict; y: (N,)
+    the classes a conditional model was asked for (scored on digits)."""
     if config.dataset == "digits" and tuple(samples.shape[1:]) == (1, 8, 8) and not config.classes:
-        return {"dataset": "digits", **metrics.digits_report(samples)}
+        requested = None if y is None else y.cpu().numpy()
+        return {"dataset": "digits", **metrics.digits_report(samples, requested)}
     if config.is_points:
         reference = make_toy(config.dataset, max(len(samples), 1000), seed=REFERENCE_SEED)
         return {"dataset": config.dataset, **metrics.points_report(samples, reference)}
@@ -92,13 +93,10 @@ def evaluate_model(
         "sampler": sampler,
         "steps": len(result.timesteps),
         "sampling_seconds": round(result.wall_time, 3),
-        **quality_metrics(result.samples, config),
+        **quality_metrics(result.samples, config, y),
     }
     if y is not None:
         report["guidance"] = guidance
-        if "class_histogram" in report:  # digits: the classifier's verdict on each requested class
-            predicted = metrics.digits_classifier().predict_proba(result.samples).argmax(1)
-            report["class_accuracy"] = float((predicted == y.cpu().numpy()).mean())
     return report
 
 
@@ -129,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             sampler=args.sampler,
             steps=args.steps,
             seed=args.seed,
-            y=torch.arange(args.n) % K if (K := ckpt.model_config.num_classes) else None,  # every class in turn
+            y=every_class(args.n, ckpt.model_config.num_classes),
             guidance=args.guidance,
         )
     except (CheckpointError, DatasetError, ValueError) as e:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ddpm_core.diffusion import Diffusion
-from ddpm_core.objectives import output_to_eps
+from ddpm_core.objectives import output_to_eps, prediction_of
 from ddpm_core.schedules import Schedule
 
 
@@ -53,7 +53,7 @@ def loss_profile(model: nn.Module, diffusion: Diffusion, x0: Tensor, n_t: int = 
     x0 = x0.to(device)
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(device)
     ts = sorted({round(i * (T - 1) / (n_t - 1)) for i in range(n_t)})
-    prediction = getattr(getattr(model, "config", None), "prediction", "eps")
+    prediction = prediction_of(model)
     losses = []
     for t in ts:
         x_t = diffusion.q_sample(x0, t, noise).float()

@@ -185,20 +185,29 @@ def digits_classifier() -> DigitsClassifier:
     return DigitsClassifier()
 
 
-def digits_report(samples: ArrayLike) -> dict:
+def predicted_digits(samples: ArrayLike) -> np.ndarray:
+    """The classifier's digit (N,) for each of the samples (N, 1, 8, 8) in [-1, 1]."""
+    return digits_classifier().predict_proba(samples).argmax(1)
+
+
+def digits_report(samples: ArrayLike, requested: ArrayLike | None = None) -> dict:
     """Quality of digits samples (N, 1, 8, 8) in [-1, 1], N ≥ 2.
 
     Returns {"pixel_fd": digits_pixel_fd, "confidence": mean max-probability of the classifier (high: the samples
     look like some digit), "class_histogram": predicted-class counts, a list of 10 ints summing to N (even: the model
-    covers every digit), "n": N}.
+    covers every digit), "n": N}, and with requested (N,) digits asked of a conditional model, "class_accuracy": the
+    share of samples the classifier assigns to their requested digit.
     """
     proba = digits_classifier().predict_proba(samples)
-    return {
+    report = {
         "pixel_fd": digits_pixel_fd(samples),
         "confidence": float(proba.max(1).mean()),
         "class_histogram": np.bincount(proba.argmax(1), minlength=10).tolist(),
         "n": len(proba),
     }
+    if requested is not None:
+        report["class_accuracy"] = float((proba.argmax(1) == np.asarray(requested)).mean())
+    return report
 
 
 # ----------------------------------------------------------------------------------------------------------------

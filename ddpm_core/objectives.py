@@ -42,6 +42,11 @@ def check_prediction(prediction: str) -> PredictionType:
     return prediction  # type: ignore[return-value]
 
 
+def prediction_of(model) -> PredictionType:
+    """What a network outputs: its ModelConfig's `prediction` (ε for a network without one, e.g. a bench's)."""
+    return getattr(getattr(model, "config", None), "prediction", "eps")
+
+
 def velocity(d: Diffusion, x0: Tensor, t: int | Tensor, noise: Tensor) -> Tensor:
     """v = √ᾱ_t ε − √(1 − ᾱ_t) x_0 (Salimans & Ho 2022, §4)."""
     return d._at("sqrt_alpha_bars", t, x0) * noise - d._at("sqrt_one_minus_alpha_bars", t, x0) * x0

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ddpm_core.diffusion import Diffusion, Spacing, VarianceType
 from ddpm_core.gif import StepRecord
-from ddpm_core.objectives import output_to_eps
+from ddpm_core.objectives import output_to_eps, prediction_of
 
 Sampler = Literal["ddpm", "ddim"]
 CPU_CHUNK = 500  # samples per forward pass on the CPU
@@ -84,7 +84,7 @@ def sample_progressive(
     x = torch.randn((n, *shape), generator=generator, device=device)
     ts = diffusion.timesteps(steps, spacing).tolist()
     y = None if y is None else y.to(device)
-    prediction = getattr(getattr(model, "config", None), "prediction", "eps")
+    prediction = prediction_of(model)
     for i, t in enumerate(ts):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
         output = _guided_output(model, x, torch.full((n,), t, device=device, dtype=torch.long), y, guidance)
@@ -152,6 +152,12 @@ def sample(
 
 # ----------------------------------------------------------------------------------------------------------------
 # CLI
+
+
+def every_class(n: int, num_classes: int, device=None) -> Tensor | None:
+    """0, 1, …, K−1, 0, 1, … (n,): every class in turn (a grid row per class), or None for an unconditional model
+    (num_classes = 0)."""
+    return torch.arange(n, device=device) % num_classes if num_classes else None
 
 
 def class_labels(ckpt, label: str, n: int) -> Tensor | None:

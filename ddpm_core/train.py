@@ -27,7 +27,7 @@ from ddpm_core.ema import EMA
 from ddpm_core.evaluate import evaluate_model
 from ddpm_core.models import build_model, describe_model
 from ddpm_core.objectives import loss_weight, training_target
-from ddpm_core.sample import sample_progressive
+from ddpm_core.sample import every_class, sample_progressive
 
 N_BUCKETS = 10  # loss is also logged per tenth of the t range: which noise levels are hard
 
@@ -89,7 +89,10 @@ class Trainer:
             output = self.net(x_t, t) if y is None else self.net(x_t, t, y=y)
         target = training_target(self.diffusion, c.prediction_type, x0, t, noise)  # type: ignore[arg-type]
         per_sample = F.mse_loss(output.float(), target.float(), reduction="none").flatten(1).mean(1)
-        per_sample = per_sample * loss_weight(self.diffusion, c.prediction_type, c.loss_weighting, t, c.min_snr_gamma)  # type: ignore[arg-type]
+        if c.loss_weighting != "none":  # uniform weights need no multiply per step
+            per_sample = per_sample * loss_weight(
+                self.diffusion, c.prediction_type, c.loss_weighting, t, c.min_snr_gamma
+            )  # type: ignore[arg-type]
         return per_sample.mean(), per_sample.detach(), t
 
     def train_step(self, batch: Tensor | tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
@@ -278,9 +281,8 @@ class Trainer:
         runs.write_status(self.run_dir, "running", step=self.step, phase=None)
 
     def cycled_labels(self, n: int) -> Tensor | None:
-        """0, 1, …, K−1, 0, 1, … (n,) for a conditional model (a grid row per class), None otherwise."""
-        K = self.model_config.num_classes
-        return torch.arange(n, device=self.device) % K if K else None
+        """Every class in turn (n,) for a conditional model, None otherwise."""
+        return every_class(n, self.model_config.num_classes, self.device)
 
     def _labels(self) -> Tensor | None:
         if not self.config.class_conditional:

@@ -9,7 +9,7 @@ import torch
 from ddpm_core.compare import GuidanceCell, compare_guidance
 from ddpm_core.forward import png_bytes
 from ddpm_core.gif import image_grid
-from ddpm_core.metrics import digits_classifier
+from ddpm_core.metrics import predicted_digits
 from explorer import links
 
 SCALES = (0.0, 1.0, 2.0, 4.0, 7.0)  # 0: unconditional, 1: conditional, above: guided
@@ -52,7 +52,7 @@ def _classify(loaded):
     """Predicted labels (N,) of digits samples, for the grid's accuracy; None where no classifier fits."""
     if loaded.ckpt.config.dataset != "digits" or tuple(loaded.ckpt.sample_shape) != (1, 8, 8):
         return None
-    return lambda x: torch.from_numpy(digits_classifier().predict_proba(x).argmax(1))
+    return lambda x: torch.from_numpy(predicted_digits(x))
 
 
 def guidance_panel(loaded, settings: dict, cancellable, progress_callback) -> None:

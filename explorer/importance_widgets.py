@@ -17,11 +17,11 @@ DENSITY_LATEX = r"\lambda_t = \log\frac{\bar\alpha_t}{1-\bar\alpha_t},\qquad p(\
 
 
 @st.cache_data(max_entries=16, show_spinner="Measuring the loss at 50 values of t…")
-def _profile(path: str, mtime: float) -> LossProfile:
-    ckpt = runs.load_checkpoint(path)
-    data = ckpt.config.load_data().x
+def _profile(path: str, mtime: float, _ckpt: runs.Checkpoint, _diffusion: Diffusion) -> LossProfile:
+    """Keyed on the file's version; the page's loaded model and diffusion are used, not loaded again."""
+    data = _ckpt.config.load_data().x
     x0 = data[torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:BATCH]]
-    return loss_profile(ckpt.model, Diffusion(ckpt.config.make_schedule()), x0, N_T)
+    return loss_profile(_ckpt.model, _diffusion, x0, N_T)
 
 
 def _reference(name: str, T: int) -> tuple[list[float], list[float]]:
@@ -48,8 +48,10 @@ def figure(profile: LossProfile, schedule: str, T: int) -> go.Figure:
     return fig
 
 
-def importance_panel(path: str, schedule: str, T: int) -> None:
-    """An expander that measures the loaded checkpoint's error across t on request and plots it."""
+def importance_panel(loaded) -> None:
+    """An expander that measures the loaded checkpoint's error across t on request and plots it (loaded: the Sample
+    page's explorer.sample_widgets.Loaded)."""
+    ckpt, path = loaded.ckpt, str(loaded.ckpt.path)
     with st.expander("Which noise levels are hard, and where the schedule spends its steps", key="importance_panel",
                      on_change="rerun"):  # fmt: skip
         st.markdown(
@@ -63,8 +65,8 @@ def importance_panel(path: str, schedule: str, T: int) -> None:
         if st.session_state.get("importance.path") != path:
             return
         try:
-            profile = _profile(path, runs.resolve_checkpoint(path).stat().st_mtime)
-        except (runs.CheckpointError, ValueError, OSError) as e:  # DatasetError is a ValueError
+            profile = _profile(path, ckpt.path.stat().st_mtime, ckpt, loaded.diffusion)
+        except (ValueError, OSError) as e:  # DatasetError is a ValueError
             st.error(f"Cannot measure it: {e}")
             return
-        st.plotly_chart(figure(profile, schedule, T), key="importance_chart")
+        st.plotly_chart(figure(profile, ckpt.config.schedule, loaded.T), key="importance_chart")

@@ -90,7 +90,7 @@ else:
         right.image(sv.picture(record.x0_pred, view.lim), output_format="PNG", caption=f"x̂₀ at t = {record.t}")
 
 gw.guidance_panel(loaded, settings, sw.cancellable, sw.progress_callback)
-iw.importance_panel(str(loaded.ckpt.path), loaded.ckpt.config.schedule, loaded.T)
+iw.importance_panel(loaded)
 
 # keyed, with on_change: its open state lives in session state, so the rerun of "Compare" keeps it open
 with st.expander("DDPM vs DDIM: the same model and x_T at several step counts", key="compare_panel", on_change="rerun"):
