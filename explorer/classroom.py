@@ -48,7 +48,7 @@ CONFIG_ENV, TRAINING_ENV, DATA_ENV, MAX_RUNS_ENV = (
 ENVIRONMENT = (CONFIG_ENV, TRAINING_ENV, DATA_ENV, MAX_RUNS_ENV)
 PAGE_NAMES = ("home", "forward", "schedules", "train", "sample")
 MAX_N, MAX_STEPS = 256, 1000  # the defaults of [sampling]
-Value = bool | int | float | str
+Value = bool | int | float | str | list  # a list: a multiselect's options
 
 
 @dataclass(frozen=True)
@@ -188,9 +188,14 @@ def _parse(doc: dict) -> tuple[dict, list[str]]:
     return values, problems
 
 
+def _scalar(value) -> bool:
+    return isinstance(value, bool | int | str) or (isinstance(value, float) and math.isfinite(value))
+
+
 def _widget_values(section: str, table) -> tuple[dict, list[str]]:
-    """[defaults.<page>] / [locked.<page>] tables of widget key → scalar. Whether a value fits its widget is only
-    known on the page, which checks it (explorer.links) and reports a misfit there."""
+    """[defaults.<page>] / [locked.<page>] tables of widget key → scalar, or a list of them for a multiselect.
+    Whether a value fits its widget is only known on the page, which checks it (explorer.links) and reports a misfit
+    there."""
     out, problems = {}, []
     if not isinstance(table, dict):
         return out, [f"[{section}] must hold one table per page, e.g. [{section}.forward]; ignored"]
@@ -199,8 +204,9 @@ def _widget_values(section: str, table) -> tuple[dict, list[str]]:
             problems.append(f"[{section}.{page}] is not a page (pages: {', '.join(PAGE_NAMES)}); ignored")
             continue
         for key, value in keys.items():
-            if isinstance(value, bool | int | str) or (isinstance(value, float) and math.isfinite(value)):
+            if _scalar(value) or (isinstance(value, list) and all(_scalar(v) for v in value)):
                 out.setdefault(page, {})[key] = value
             else:
-                problems.append(f"[{section}.{page}] {key} must be a number, a string or true/false; ignored")
+                problems.append(f"[{section}.{page}] {key} must be a number, a string, true/false or a list of "
+                                "them; ignored")  # fmt: skip
     return out, problems

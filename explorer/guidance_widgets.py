@@ -64,7 +64,7 @@ def guidance_panel(loaded, settings: dict, cancellable, progress_callback) -> No
         st.markdown("Each grid has a row per class and the **same** x_T in every grid: only the scale s differs. "
                     "s = 0 ignores the class, s = 1 is plain conditional sampling, larger s trades variety for "
                     "class-likeness.")  # fmt: skip
-        scales = st.multiselect("Scales", list(SCALES), default=list(SCALES), key="guidance_scales")
+        scales = links.multiselect("Scales", SCALES, key="guidance_scales", default=SCALES, format_func="{:g}".format)
         per_class = 4 if len(loaded.ckpt.classes) > 4 else 8
         if st.button("Sample the grid", key="guidance_grid", disabled=not scales):
             state.pop("sample.guidance", None)

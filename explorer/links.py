@@ -3,11 +3,11 @@ view" control.
 
 A page calls `page_setup("forward")` first, builds its widgets through this module's functions (same arguments as
 Streamlit's, plus the code's `default`), and calls `page_end()` last. Each widget is bound to the query parameter of
-its key (`?t=250&schedule=cosine`, Streamlit's `bind="query-params"`): the browser's address is always a link to the
-view, and opening it restores the view. Before a widget is drawn its URL value is checked here, so that a bad or
-tampered value falls back to the default *with a notice* (Streamlit alone would drop it silently). A widget's
-default comes from the classroom file's [defaults.<page>] when it fits, else from the code; a [locked.<page>] value
-is shown greyed out and no link can change it.
+its key (`?t=250&schedule=cosine`; a multiselect repeats it, `?scales=1&scales=2`; Streamlit's `bind="query-params"`):
+the browser's address is always a link to the view, and opening it restores the view. Before a widget is drawn its
+URL value is checked here, so that a bad or tampered value falls back to the default *with a notice* (Streamlit alone
+would drop it silently). A widget's default comes from the classroom file's [defaults.<page>] when it fits, else from
+the code; a [locked.<page>] value is shown greyed out and no link can change it.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ class _Page:
     url_path: str  # "" for the home page
     notices: st.delta_generator.DeltaGenerator
     link: st.delta_generator.DeltaGenerator
-    query: dict[str, str]  # the URL's parameters as the run began
-    values: dict[str, str] = field(default_factory=dict)  # bound key → its value as the URL writes it
-    defaults: dict[str, str] = field(default_factory=dict)
+    query: dict[str, list[str]]  # the URL's parameters as the run began (a key may repeat: a multiselect's)
+    values: dict[str, str | list[str]] = field(default_factory=dict)  # bound key → its value as the URL writes it
+    defaults: dict[str, str | list[str]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
 
@@ -45,7 +45,8 @@ def page_setup(name: str) -> None:
     """Start a page run: where notices and the link control go (top of the page), and the URL as it came."""
     top = st.container()
     notices, link = top.container(), top.container()
-    st.session_state[PAGE] = _Page(name, "" if name == "home" else name, notices, link, dict(st.query_params))
+    query = {key: st.query_params.get_all(key) for key in st.query_params}
+    st.session_state[PAGE] = _Page(name, "" if name == "home" else name, notices, link, query)
 
 
 def page_end() -> None:
@@ -65,7 +66,7 @@ def view_link(page: _Page | None = None) -> str:
     base = st.get_option("server.baseUrlPath").strip("/")
     path = "/".join(p for p in (base, page.url_path) if p)
     changed = {k: v for k, v in page.values.items() if v != page.defaults.get(k)}
-    return f"{url.scheme}://{url.netloc}/{path}" + (f"?{urlencode(changed)}" if changed else "")
+    return f"{url.scheme}://{url.netloc}/{path}" + (f"?{urlencode(changed, doseq=True)}" if changed else "")
 
 
 def _current() -> _Page:
@@ -79,27 +80,35 @@ def _current() -> _Page:
 # Bound widgets
 
 
-def _bind(key: str, default, fits: Callable[[object], bool], to_url: Callable[[object], str], what: str):
+def _bind(key: str, default, fits: Callable[[object], bool], to_url: Callable[[object], str | list[str]], what: str,
+          *, many: bool = False):  # fmt: skip
     """(widget keyword arguments, default) for key: the default is the teacher's if it fits, else the code's; the
     widget is disabled when locked, bound to the URL otherwise. Notes a URL or classroom value that does not fit.
-    `fits.parse(raw)` is the value a URL string stands for, or None."""
+    `fits.parse(raw)` is the value a URL string (many: the list of a repeated parameter's strings) stands for, or
+    None."""
     page, room = _current(), classroom()
     chosen = room.default(page.name, key)
-    if chosen is not None and not fits(chosen) and fits.parse(str(chosen)) is not None:
-        chosen = fits.parse(str(chosen))  # written as a link writes it: a label ("scaled linear", "digits")
+    if chosen is not None and not fits(chosen) and fits.parse(_as_raw(chosen, many)) is not None:
+        chosen = fits.parse(_as_raw(chosen, many))  # written as a link writes it: a label ("scaled linear", "digits")
     if chosen is not None and not fits(chosen):
         section = "locked" if room.is_locked(page.name, key) else "defaults"
         page.problems.append(f"The classroom file's [{section}.{page.name}] {key} = {chosen!r} is not {what}; ignored.")
         chosen = None
     default = default if chosen is None else chosen
     locked = chosen is not None and room.is_locked(page.name, key)
-    raw = page.query.get(key)
+    raws = page.query.get(key)
+    raw = None if raws is None else raws if many else raws[-1]
+    shown = None if raw is None else "&".join(f"{key}={r}" for r in raws)
     if raw is not None and locked:
-        page.problems.append(f"The link's {key}={raw} was ignored: the teacher has fixed {key} to {to_url(default)}.")
+        fixed = ", ".join(to_url(default)) if many else to_url(default)
+        page.problems.append(f"The link's {shown} was ignored: the teacher has fixed {key} to {fixed}.")
     elif raw is not None and raw != to_url(default) and fits.parse(raw) is None:
-        page.problems.append(f"The link's {key}={raw} is not {what}; the default {to_url(default)} is used instead.")
+        if many:  # Streamlit keeps the options it knows
+            shown = "&".join(f"{key}={r}" for r in raws if fits.parse([r]) is None)
+        fallback = "ignored, the others are kept" if many else f"the default {to_url(default)} is used instead"
+        page.problems.append(f"The link's {shown} is not {what}; {fallback}.")
     elif raw is not None and (note := getattr(fits, "note", lambda r: None)(raw)):
-        page.problems.append(f"The link's {key}={raw} {note}.")
+        page.problems.append(f"The link's {shown} {note}.")
     page.defaults[key] = to_url(default)
     kwargs = {"key": key, "disabled": locked}
     if locked:
@@ -107,6 +116,13 @@ def _bind(key: str, default, fits: Callable[[object], bool], to_url: Callable[[o
     else:
         kwargs["bind"] = "query-params"
     return kwargs, default
+
+
+def _as_raw(value, many: bool):
+    """A classroom file's value as a link would write it (many: a list of strings)."""
+    if many:
+        return [str(v) for v in value] if isinstance(value, list) else None
+    return str(value)
 
 
 def _record(key: str, value, to_url) -> None:
@@ -189,3 +205,41 @@ def flag(label: str, key: str, *, default: bool = False, where=st, toggle=False,
     value = (where.toggle if toggle else where.checkbox)(label, value=bool(default), **extra, **kwargs)
     _record(key, value, lambda v: str(bool(v)).lower())
     return bool(value)
+
+
+def multiselect(label: str, options: Sequence, key: str, *, default: Sequence = (), format_func=str, where=st,
+                **kwargs) -> list:  # fmt: skip
+    """st.multiselect over options, bound to ?key=a&key=b (a parameter per chosen option, as format_func writes it;
+    ?key= for none). A link's unknown option is dropped with a notice; the others are kept."""
+    options = list(options)
+    labels = {str(format_func(o)): o for o in options}
+
+    def fits(v):
+        return isinstance(v, list | tuple) and all(o in options for o in v)
+
+    def parse(raw):
+        if not isinstance(raw, list) or not all(r in labels or r == "" for r in raw):
+            return None
+        return [labels[r] for r in raw if r]
+
+    def to_url(v) -> str | list[str]:
+        return [str(format_func(o)) for o in v] or ""  # ?key= (Streamlit's "none chosen"): a bare ?key would vanish
+
+    fits.parse = parse  # type: ignore[attr-defined]
+    extra, default = _bind(key, list(default), fits, to_url, f"among {', '.join(labels)}", many=True)
+    value = where.multiselect(label, options, default=list(default), format_func=format_func, **extra, **kwargs)
+    _record(key, value, to_url)
+    return value
+
+
+def text(label: str, key: str, *, default: str = "", where=st, **kwargs) -> str:
+    """st.text_input bound to ?key=<text>. What the text means is the page's to check (any string fits here)."""
+
+    def fits(v):
+        return isinstance(v, str)
+
+    fits.parse = lambda raw: raw  # type: ignore[attr-defined]
+    extra, default = _bind(key, default, fits, str, "a text")
+    value = where.text_input(label, value=default, **extra, **kwargs)
+    _record(key, value, str)
+    return value

@@ -324,8 +324,9 @@ def compare_picker(loaded: Loaded) -> list[SamplerSetting]:
         st.session_state["compare_settings"] = [o for o in st.session_state["compare_settings"] if o in options]
     T = loaded.T
     over = "" if max_steps >= T else f"; DDPM-{T} is over this server's cap of {max_steps:,} steps"
-    chosen = st.multiselect("Samplers to compare", options, key="compare_settings",
-                            help=f"DDPM-{T} takes all T steps: minutes on a CPU for many samples{over}")  # fmt: skip
+    chosen = links.multiselect("Samplers to compare", options, key="compare_settings",
+                               default=_compare_defaults(loaded, max_steps),
+                               help=f"DDPM-{T} takes all T steps: minutes on a CPU for many samples{over}")  # fmt: skip
     return [SamplerSetting.from_label(label) for label in chosen]
 
 

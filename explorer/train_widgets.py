@@ -152,10 +152,11 @@ def _dataset_widgets(fresh: dict) -> bool:
                            help=f"Read from the server's data root, {root}")  # fmt: skip
     st.caption(_dataset_label(name, found))
     if name == "folder":
-        st.text_input("Image folder", key="folder", placeholder="my-images",
-                      help=f"Images, or one subfolder of images per class, inside the data root {root}")  # fmt: skip
+        links.text("Image folder", key="folder", default=fresh["folder"], placeholder="my-images",
+                   help=f"Images, or one subfolder of images per class, inside the data root {root}")  # fmt: skip
     if name not in POINT_DATASETS:
-        st.text_input("Classes", key="classes", placeholder="all", help="Keep a subset: e.g. 3,5 or ship,truck")
+        links.text("Classes", key="classes", default=fresh["classes"], placeholder="all",
+                   help="Keep a subset: e.g. 3,5 or ship,truck")  # fmt: skip
     if name in found and not found[name].present:
         st.info(found[name].how_to_get())
         return False

@@ -81,7 +81,7 @@ st.caption(
     "only with *Evaluate samples* > 0, or `python -m ddpm_core.evaluate --checkpoint DIR > DIR/evaluation.json`); "
     "lower is better."
 )
-compare = st.multiselect("Compare runs", names, max_selections=2, key="compare", placeholder="pick two runs")
+compare = links.multiselect("Compare runs", names, key="compare", max_selections=2, placeholder="pick two runs")
 if compare:
     curves = [(n, *rh.loss_curve(rh.read_records(root / n))) for n in compare]
     st.plotly_chart(tw.loss_figure(curves, smoothing, "Training loss"), key="compare_loss")

@@ -189,7 +189,8 @@ def test_a_link_restores_the_view_and_follows_the_widgets(app_url, page):
 
 def test_guidance_and_importance_on_the_sample_page(app_url, page):
     page.set_viewport_size({"width": 1400, "height": 3200})
-    page.goto(f"{app_url}/sample?checkpoint=digits_cond&class_label=7&guidance=3.0&sampler=DDIM&steps=10&n=16")
+    page.goto(f"{app_url}/sample?checkpoint=digits_cond&class_label=7&guidance=3.0&sampler=DDIM&steps=10&n=16"
+              "&guidance_scales=0&guidance_scales=4")  # fmt: skip
     page.get_by_text("Guidance scale s").wait_for(timeout=60_000)
     wait_for_app(page)
     page.get_by_role("button", name="Generate").click()
@@ -198,6 +199,10 @@ def test_guidance_and_importance_on_the_sample_page(app_url, page):
     page.get_by_text("Guidance scales: one x_T, every class").click()
     page.get_by_role("button", name="Sample the grid").click()
     page.get_by_text("classifier agrees").first.wait_for(timeout=180_000)
+    wait_for_app(page)
+    captions = page.locator("[data-testid='stImageCaption']").all_inner_texts()
+    assert [c for c in captions if c.startswith("s = ")] == ["s = 0", "s = 4"]  # the link's scales, none else
+    assert "guidance_scales=0&guidance_scales=4" in page.url
     page.get_by_text("Which noise levels are hard").click()
     page.get_by_role("button", name="Measure").click()
     page.wait_for_function(

@@ -170,6 +170,45 @@ def test_bad_link_values_fall_back_with_a_notice(root):
         assert f"The link's {key} is not" in warnings(at)
 
 
+def test_multiselects_and_texts_are_in_the_link_too(root):
+    hand_made_run(root, "first", [1.0, 0.5])
+    hand_made_run(root, "second", [0.8, 0.4])
+    at = open_page("sample.py", compare_settings=["DDIM-100", "DDIM-10"])
+    assert at.multiselect(key="compare_settings").value == ["DDIM-100", "DDIM-10"] and not at.warning
+    at.multiselect(key="compare_settings").set_value(["DDIM-20"])
+    rerun(at)  # one parameter per chosen option
+    assert ("compare_settings", "DDIM-20") in parse_qsl(urlsplit(view_link(at)).query)
+    at.multiselect(key="compare_settings").set_value([])
+    rerun(at)  # none chosen is written ?compare_settings= (a bare key would mean "the default")
+    assert open_page("sample.py", **dict(parse_qsl(urlsplit(view_link(at)).query, keep_blank_values=True))).multiselect(
+        key="compare_settings").value == []  # fmt: skip
+    at = open_page("train.py", dataset="folder", folder="my-images", classes="3,5", compare=["first", "second"])
+    assert not at.warning, warnings(at)
+    assert (at.text_input(key="folder").value, at.text_input(key="classes").value) == ("my-images", "3,5")
+    assert at.multiselect(key="compare").value == ["first", "second"]
+    query = parse_qsl(urlsplit(view_link(at)).query)
+    assert {("folder", "my-images"), ("classes", "3,5"), ("compare", "first"), ("compare", "second")} <= set(query)
+
+
+def test_a_links_unknown_options_are_dropped_with_a_notice(root):
+    at = open_page("sample.py", compare_settings=["DDIM-100", "GAN-3"])
+    assert at.multiselect(key="compare_settings").value == ["DDIM-100"]
+    assert "The link's compare_settings=GAN-3 is not among DDPM-1000, DDIM-250, DDIM-100" in warnings(at)
+    assert "ignored, the others are kept" in warnings(at)
+
+
+def test_a_teacher_can_fix_a_multiselect(root, classroom):
+    classroom('[defaults.sample]\ncheckpoint = "digits_cond"\n\n[locked.sample]\nguidance_scales = [1, 4]\n')
+    at = open_page("sample.py", guidance_scales="0")
+    scales = at.multiselect(key="guidance_scales")
+    assert (scales.value, scales.disabled) == ([1.0, 4.0], True)
+    assert "The link's guidance_scales=0 was ignored: the teacher has fixed guidance_scales to 1, 4." in warnings(at)
+    classroom('[defaults.sample]\ncheckpoint = "digits_cond"\nguidance_scales = [1, 3]\n')
+    at = open_page("sample.py")
+    assert "[defaults.sample] guidance_scales = [1, 3] is not among 0, 1, 2, 4, 7; ignored." in warnings(at)
+    assert at.multiselect(key="guidance_scales").value == [0.0, 1.0, 2.0, 4.0, 7.0]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Training as a shared resource
 

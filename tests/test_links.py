@@ -101,7 +101,8 @@ def test_every_setting_of_the_example_file_is_read():
         ("[training]\ncolour = 1", "[training] colour is not a setting"),
         ("[gpu]\nfast = true", "[gpu] is not a section of the classroom file"),
         ("[defaults.nowhere]\nt = 1", "[defaults.nowhere] is not a page"),
-        ("[locked.forward]\nt = [1, 2]", "[locked.forward] t must be a number, a string or true/false"),
+        ("[locked.forward]\nt = {at = 1}", "[locked.forward] t must be a number, a string, true/false or a list"),
+        ("[defaults.sample]\nscales = [1, [2]]", "[defaults.sample] scales must be a number, a string, true/false"),
         ("this is = = not toml", "is not valid TOML"),
     ],
 )
@@ -122,6 +123,7 @@ def test_the_readme_example_is_a_faultless_classroom_file(tmp_path):
     room = load_classroom(path, {})
     assert not room.problems and room.hidden_pages == ("train",) and room.is_locked("schedules", "s0.T")
     assert (room.max_n, room.max_steps, room.default("forward", "t")) == (64, 250, 250)
+    assert room.default("sample", "guidance_scales") == [0, 1, 4]  # a multiselect's list
 
 
 def test_the_environment_wins_and_a_missing_file_is_a_problem_not_a_crash(tmp_path):
