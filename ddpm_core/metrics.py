@@ -18,10 +18,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from torch import Tensor
+
+from ddpm_core.data import digits_arrays
 
 DIGITS_SEED = 0  # fixes the classifier's train/held-out split, so every process trains the same model
 DIGITS_HELD_OUT = 0.25  # fraction of the 1797 digits kept out of training to measure accuracy
@@ -125,8 +126,8 @@ def image_fd(samples: ArrayLike, reference: ArrayLike, features: Callable[[Tenso
 @functools.cache
 def _real_digits() -> tuple[np.ndarray, np.ndarray]:
     """All 1797 scikit-learn digits as (1797, 64) float64 in [0, 1] (pixel / 16), and their labels (1797,)."""
-    x, y = load_digits(return_X_y=True)
-    return x / 16.0, y
+    images, y = digits_arrays()
+    return images.reshape(len(images), 64) / 16.0, y
 
 
 @functools.cache

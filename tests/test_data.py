@@ -11,6 +11,8 @@ import math
 import pickle
 import socket
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -27,10 +29,12 @@ from ddpm_core.data import (
     Dataset,
     DatasetError,
     dataset_summary,
+    digits_arrays,
     load_dataset,
     make_toy,
 )
 from ddpm_core.toys import CIRCLE_RADII, TOYS
+from tests.conftest import ROOT
 
 
 @pytest.fixture(autouse=True)
@@ -69,6 +73,21 @@ def test_digits_are_scaled_to_minus_one_one(digits):
     assert torch.equal(digits.y.unique(), torch.arange(10))
     assert digits.classes == [str(i) for i in range(10)]
     assert dataset_summary(digits) == "digits: 1797 images 1×8×8, 10 classes"
+
+
+def test_digits_are_scikit_learns_read_without_importing_it(monkeypatch):
+    from sklearn.datasets import load_digits
+
+    reference = load_digits()
+    images, target = digits_arrays()
+    assert np.array_equal(images, reference.images) and np.array_equal(target, reference.target)
+    assert images.dtype == np.float64 and target.dtype == np.int64
+    monkeypatch.setattr("ddpm_core.data.DIGITS_FILE", ("datasets", "data", "moved.csv.gz"))
+    images, target = digits_arrays()  # a scikit-learn that keeps the file elsewhere: its own loader
+    assert np.array_equal(images, reference.images) and np.array_equal(target, reference.target)
+    code = "import sys; from ddpm_core.data import *; load_dataset('digits'); print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "False"  # the Forward page's first digit does not wait 1.5 s for scikit-learn
 
 
 def test_digits_resize_and_channels(digits):
