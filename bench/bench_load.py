@@ -1,6 +1,7 @@
 """Classroom load (issue 8): K concurrent sessions move the Forward page's t slider against one real server.
 
-One `streamlit run explorer/app.py` on loopback (OMP_NUM_THREADS=1, a temporary DDPM_EXPLORER_RUNS). For each K in
+One `streamlit run explorer/app.py` on loopback (OMP_NUM_THREADS=1 unless --torch-threads default, a temporary
+DDPM_EXPLORER_RUNS). For each K in
 --sessions, K sessions open /forward, set their own starting t (so that they share no cached frame) and move t by one
 once a second for --duration s, staggered by 1/K s; a move over a second pushes the next to the next whole second
 ("skipped ticks"). Errors: no new image within 10 s, Streamlit exceptions, websocket closes. Server RSS is sampled
@@ -293,13 +294,21 @@ HOW = {
 }
 
 
+THREADS = {
+    "one": "OMP_NUM_THREADS=1 for the server and the trainer",
+    "default": "torch's default threads, as a plain `streamlit run` has them; the server computes with one while the "
+    "run trains on the CPU (explorer/cpu_share.py)",
+}
+
+
 def report(found: dict, driver: str, command: str, seconds: float, duration: float) -> list[str]:
     levels: list[Level] = found["levels"]
     idle, after = found["idle"], found["after"]
     lines = [
         f"## Classroom load — {time.strftime('%Y-%m-%d')} — {machine()}",
         "",
-        f"`{command}` — in {seconds:.0f} s. One `streamlit run` on loopback (OMP_NUM_THREADS=1); {HOW[driver]}. "
+        f"`{command}` — in {seconds:.0f} s. One `streamlit run` on loopback ({THREADS[found['threads']]}); "
+        f"{HOW[driver]}. "
         f"Each session moves the Forward page's t slider once a second for {duration:.0f} s. The clients share the "
         f"machine's {os.cpu_count()} cores with the server (CPU table below).",
         "",
@@ -333,7 +342,7 @@ def report(found: dict, driver: str, command: str, seconds: float, duration: flo
     ]
     if found["training_alone"] is not None:
         lines += [
-            f"One training run going (the Train page's recipe “{DEFAULT_RECIPE}”, CLI, OMP_NUM_THREADS=1). "
+            f"One training run going (the Train page's recipe “{DEFAULT_RECIPE}”, CLI, {THREADS[found['threads']]}). "
             "images/s: metrics.jsonl's images_per_s (train steps only), and steps × batch / wall time:",
             "",
             "| run | images/s (images_per_s) | images/s (wall) | sessions' p95 ms |",
@@ -351,18 +360,23 @@ def main() -> None:
     p.add_argument("--sessions", type=int, nargs="+", default=[5, 10, 20], help="K concurrent sessions, in turn")
     p.add_argument("--duration", type=float, default=60, help="seconds each level moves the sliders")
     p.add_argument("--with-training", action="store_true", help="one training run going during every level")
+    p.add_argument("--torch-threads", choices=list(THREADS), default="one", help="one thread each, or torch's default")
     p.add_argument("--quick", action="store_true", help="2 sessions for 15 s (a smoke test)")
     p.add_argument("--write", action="store_true", help="append the tables to bench/RESULTS.md")
     args = p.parse_args()
     if args.quick:
         args.sessions, args.duration = [2], 15
-    os.environ["OMP_NUM_THREADS"] = "1"  # the server and the trainer inherit it: one thread each on a shared machine
+    if args.torch_threads == "one":
+        os.environ["OMP_NUM_THREADS"] = "1"  # the server and the trainer inherit it: one thread each
+    else:
+        os.environ.pop("OMP_NUM_THREADS", None)
     print(f"machine: {machine()}", flush=True)
     clock = time.perf_counter()
     found = asyncio.run(
         bench(args.driver, args.sessions, args.duration, args.with_training, 10 if args.quick else TRAIN_ALONE_S)
     )
     command = "python bench/bench_load.py " + " ".join(sys.argv[1:]).replace("--write", "").strip()
+    found["threads"] = args.torch_threads
     lines = report(found, args.driver, command.strip(), time.perf_counter() - clock, args.duration)
     publish(lines, args.write)
 

@@ -10,6 +10,7 @@ runs/<name>/
     previews/          sample grids, step_000500_raw.png and step_000500_ema.png
     evaluation.json    sample quality of the final EMA weights (ddpm_core.evaluate), written when the run ends
     STOP               created by the app to ask the trainer to stop cleanly
+    BUSY               touched by the app while it computes: a trainer on the CPU takes one thread fewer
 
 Every file is written atomically (temp file in the same folder, then os.replace): a crash or kill leaves the
 previous version intact. Checkpoints never unpickle arbitrary objects.

@@ -28,6 +28,7 @@ from ddpm_core.evaluate import evaluate_model
 from ddpm_core.models import build_model, describe_model
 from ddpm_core.objectives import loss_weight, training_target
 from ddpm_core.sample import every_class, sample_progressive
+from ddpm_core.sharing import CoreSharing
 
 N_BUCKETS = 10  # loss is also logged per tenth of the t range: which noise levels are hard
 
@@ -44,6 +45,7 @@ class Trainer:
         self.stop_requested = False
         self.world = distributed.world_from_env()  # one process, or one of torchrun's
         self.device = distributed.start(self.world, resolve_device(config.device))
+        self.sharing = CoreSharing(self.run_dir, self.device)  # one thread fewer while the app computes
         torch.manual_seed(config.seed)  # the same initial weights on every rank
         self.data = config.load_data()
         self.x = self.data.x.to(self.device)
@@ -182,6 +184,7 @@ class Trainer:
         progress = _progress_bar(self.total_steps, self.step)
         batches = self.batches()
         while self.step < self.total_steps:
+            self.sharing.update()
             tick = time.perf_counter()
             loss, per_sample, t = self.train_step(next(batches))
             bucket = (t * N_BUCKETS // self.diffusion.num_timesteps).clamp(max=N_BUCKETS - 1)
@@ -205,6 +208,7 @@ class Trainer:
                     "loss_buckets": [b if n else None for b, n in zip(buckets, counts.tolist(), strict=True)],
                     "lr": self.optimizer.param_groups[0]["lr"],
                     "images_per_s": n_logged * c.batch_size / train_time,
+                    "cpu_threads": self.sharing.threads,  # one fewer while the app computes (ddpm_core.sharing)
                     "elapsed": time.perf_counter() - started,
                     "time": time.time(),
                 }

@@ -15,11 +15,13 @@ if str(ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from explorer import links  # noqa: E402
+from explorer.cpu_share import share_cpu  # noqa: E402
 from explorer.ui import page_path, visible_pages  # noqa: E402
 
 st.set_page_config(page_title="DDPM Explorer", page_icon=":material/blur_on:", layout="wide")
 pages = {p.name: st.Page(page_path(p), title=p.title, icon=p.icon, default=p.default) for p in visible_pages()}
 current = st.navigation(list(pages.values()))
+share_cpu()  # one torch thread in this run while a run trains on the CPU (explorer/cpu_share.py)
 links.page_setup(next(name for name, page in pages.items() if page is current))  # notices and the view's link
 try:
     current.run()

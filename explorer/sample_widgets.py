@@ -25,6 +25,7 @@ from ddpm_core.forward import png_bytes
 from ddpm_core.gif import StepRecord, axis_limit, image_grid, points_frame, trajectory_gif
 from ddpm_core.sample import SampleResult, sample
 from explorer import links
+from explorer.cpu_share import share_cpu
 from explorer.guidance_widgets import sample_arguments
 from explorer.ui import ROOT
 
@@ -248,6 +249,7 @@ def progress_callback(bar):
         percent = 100 * done // total
         if percent != shown[0]:  # ≤ 101 messages to the browser, not one per step
             shown[0] = percent
+            share_cpu(busy=True)  # one thread here while a run trains on the CPU, one fewer there
             bar.progress(percent / 100, text=f"Sampling: step {done:,} of {total:,}")
 
     return update

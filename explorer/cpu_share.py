@@ -1,0 +1,51 @@
+"""Sharing the CPU with a training run: while a run trains on this machine's CPU, the server computes with one
+thread, and while the server samples, the trainer computes with one thread fewer (ddpm_core/sharing.py).
+
+The trainer and the server are two PyTorch processes. GNU OpenMP's threads wait for each other by spinning, so two
+processes that each use every core take the cores from each other's waiting threads: on 2 cores, sampling 64 digits
+with DDPM-1000 took minutes instead of 8 s while the default recipe trained, and the trainer fell from about 2,900 to
+under 100 images/s (bench/bench_threads.py). With this module both keep close to their own speed, and the trainer
+has every core whenever nobody samples. A run on a GPU leaves the CPU alone: the server then keeps its threads.
+
+torch's thread count belongs to each thread of a process once it has computed (OpenMP keeps it per thread), and each
+Streamlit script run is a new thread that starts from the count last set. So `share_cpu()` is called at the start of
+every page run (explorer/app.py) and during long computations (the sampling progress callback, with busy=True), each
+time in the thread that computes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from ddpm_core import run_history
+from ddpm_core.sharing import touch_busy
+from explorer.jobs import runs_root
+from explorer.train_queue import registry
+
+SERVER_THREADS = torch.get_num_threads()  # the server's own count (OMP_NUM_THREADS or the cores), read at its start
+CHECK_EVERY_S = 2.0  # how long an answer to "which runs train on the CPU?" is reused
+_last: dict = {"at": -CHECK_EVERY_S, "root": None, "runs": []}  # the last look at the runs, and what it found
+
+
+def cpu_runs(root: Path | None = None) -> list[Path]:
+    """The runs under root (this server's, or ones started from the CLI) that train on the CPU now."""
+    return [p for p in registry().active(root) if run_history.read_status(p).get("device") == "cpu"]
+
+
+def share_cpu(root: Path | None = None, now: float | None = None, busy: bool = False) -> int:
+    """Set the calling thread's torch threads: 1 while a run trains on the CPU, else the server's own count; with
+    busy, also tell those runs' trainers that the server computes now. The runs are looked at every CHECK_EVERY_S
+    at most. Returns the count set."""
+    now, root = time.monotonic() if now is None else now, root or runs_root()
+    if now - _last["at"] >= CHECK_EVERY_S or root != _last["root"]:
+        _last.update(at=now, root=root, runs=cpu_runs(root))
+    if busy:
+        for run in _last["runs"]:
+            touch_busy(run)
+    threads = 1 if _last["runs"] else SERVER_THREADS
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
