@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every CPU benchmark, one after the other, each appending its section to bench/RESULTS.md (about 45 minutes on a
+# Every CPU benchmark, one after the other, each appending its section to bench/RESULTS.md (about 55 minutes on a
 # quiet 2-core machine; run nothing else meanwhile: the numbers are wall times). The GPU script is separate:
 #   python bench/gpu_mnist.py --data-root <MNIST> --out OUT --write   (on a CUDA machine)
 set -euo pipefail
@@ -13,5 +13,7 @@ run bench/bench_forward.py
 run bench/bench_ui.py
 run bench/bench_load.py
 run bench/bench_load.py --sessions 10 --with-training
+run bench/bench_load.py --sessions 10 --with-training --torch-threads default
+run bench/bench_threads.py
 run bench/bench_load.py --sessions 10 --duration 180
 echo "=== done ($(date +%H:%M:%S))"

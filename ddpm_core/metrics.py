@@ -18,8 +18,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
 from torch import Tensor
 
 from ddpm_core.data import digits_arrays
@@ -164,6 +162,9 @@ class DigitsClassifier:
     """
 
     def __init__(self, seed: int = DIGITS_SEED):
+        from sklearn.linear_model import LogisticRegression  # here: scikit-learn takes a second to import, and the
+        from sklearn.model_selection import train_test_split  # pages that only import this module need none of it
+
         x, y = _real_digits()
         x_train, x_test, y_train, y_test = train_test_split(
             x, y, test_size=DIGITS_HELD_OUT, random_state=seed, stratify=y

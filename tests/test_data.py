@@ -85,9 +85,12 @@ def test_digits_are_scikit_learns_read_without_importing_it(monkeypatch):
     monkeypatch.setattr("ddpm_core.data.DIGITS_FILE", ("datasets", "data", "moved.csv.gz"))
     images, target = digits_arrays()  # a scikit-learn that keeps the file elsewhere: its own loader
     assert np.array_equal(images, reference.images) and np.array_equal(target, reference.target)
-    code = "import sys; from ddpm_core.data import *; load_dataset('digits'); print('sklearn' in sys.modules)"
+    code = (
+        "import sys; import ddpm_core.train, explorer.train_widgets, explorer.sample_widgets; "
+        "from ddpm_core.data import load_dataset; load_dataset('digits'); print('sklearn' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    assert out.stdout.strip() == "False"  # the Forward page's first digit does not wait 1.5 s for scikit-learn
+    assert out.stdout.strip() == "False"  # a page's first visit or a trainer's start does not wait 1 s for it
 
 
 def test_digits_resize_and_channels(digits):
