@@ -355,7 +355,10 @@ def _panel(run_dir: Path, smoothing: float, watched: str | None) -> None:
 
 def _progress(status: dict, records: list[dict], run_dir: Path) -> None:
     p = rh.progress(status, records)
-    speed = f" · {p.images_per_s:,.0f} images/s" if p.images_per_s else ""
+    threads = [r["cpu_threads"] for r in records if isinstance(r.get("cpu_threads"), int)]
+    shared = threads and threads[-1] < max(threads)  # the trainer left a core to the app (ddpm_core.sharing)
+    note = f" ({threads[-1]} of {max(threads)} CPU threads while the app samples)" if shared else ""
+    speed = f" · {p.images_per_s:,.0f} images/s{note}" if p.images_per_s else ""
     st.progress(p.fraction, text=f"step {p.step:,} / {p.total:,} · ETA {rh.format_duration(p.eta_s)}{speed}")
     if status.get("phase") == "evaluating":
         st.info("Training is over: scoring samples of the EMA weights for the history's metric column…")

@@ -194,6 +194,19 @@ def test_stop_and_resume_from_the_page(at, root):
     assert rh.read_status(run)["step"] == step + 10
 
 
+def test_the_live_panel_says_when_the_trainer_left_a_core_to_the_app(at, root):
+    run = hand_made_run(root, "shared", [1.0, 0.9], state="running", device="cpu")
+    runs.write_status(run, "running", pid=os.getpid(), step=40, total_steps=1000)  # alive: this process
+    for step, threads in ((30, 2), (40, 1)):  # as the trainer logs them (ddpm_core.sharing)
+        runs.append_metrics(run, {"step": step, "loss": 0.8, "images_per_s": 1500.0, "elapsed": float(step),
+                                  "time": time.time() - 40 + step, "cpu_threads": threads})  # fmt: skip
+    assert rerun(at).selectbox(key="run").value == "shared"
+    assert progress_text(at).endswith("· 1,500 images/s (1 of 2 CPU threads while the app samples)")
+    runs.append_metrics(run, {"step": 50, "loss": 0.7, "images_per_s": 2900.0, "elapsed": 50.0,
+                              "time": time.time(), "cpu_threads": 2})  # fmt: skip
+    assert progress_text(rerun(at)).endswith("· 2,900 images/s")  # every thread again
+
+
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [("batch_size", 0, "batch_size must be positive"), ("lr", -1.0, "lr must be positive"),
