@@ -1,9 +1,10 @@
 """A recognisable-MNIST recipe in two minutes on one GPU: the small UNet on 32×32 MNIST with bf16 autocast,
 channels_last, torch.compile and a large batch, in one self-contained run (no internet needed).
 
-Data: torchvision's MNIST layout under --data-root (MNIST/raw/*-idx?-ubyte). Without it, MNIST-format idx files are
-written to the temp folder (the scikit-learn digits upscaled into MNIST's 20×20 box of a 28×28 frame, randomly shifted)
-and read through the same loader, `load_dataset("mnist", image_size=32)`.
+Data: torchvision's MNIST layout under --data-root (MNIST/raw/*-idx?-ubyte, unpacked or .gz); with the test set alone,
+it is split into images to train on and 2,000 held out. Without either, MNIST-format idx files are written from the
+scikit-learn digits (upscaled into MNIST's 20×20 box of a 28×28 frame, randomly shifted). Whatever the source, the
+run reads unpacked idx files in the temp folder through the project's loader, `load_dataset("mnist", image_size=32)`.
 
 Reports images/s, FLOPs per step (FlopCounterMode on one eager step, forward + backward) and achieved TFLOP/s
 against a measured bf16 matmul peak, the time to a loss plateau — the first time τ at which the EMA of the loss
@@ -12,11 +13,16 @@ the pixel-FD of DDIM-50 samples against the test split (with the FD of training 
 
 Usage: python bench/gpu_mnist.py --data-root DIR --out DIR [--budget-s 120] [--batch 512] [--no-compile] [--write]
 CPU smoke test: python bench/gpu_mnist.py --device cpu --budget-s 10 --batch 32 --no-compile --out /tmp/gm
+On a lent GPU machine (one call, about 5 minutes): first, here, `mkdir -p .gpu-data/MNIST/raw && cp
+../shared/data/mnist/MNIST/raw/*.gz .gpu-data/MNIST/raw/ && echo /.gpu-data/ >> .git/info/exclude`, then run
+`python3 bench/gpu_mnist.py --data-root .gpu-data --out $OUT --write` there with carry [".gpu-data"], and copy the
+section it appends (under $OUT too: gpu_mnist.md) into bench/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import struct
 import sys
@@ -72,24 +78,53 @@ def digits_as_mnist(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return frame, d.target[pick].astype(np.uint8)
 
 
-def mnist_root(data_root: str | None, n_train: int, n_test: int) -> tuple[Path, str]:
-    """A folder holding MNIST/raw/*: data_root when its files are all there, else synthetic ones in the temp folder
-    (not under --out: what --out holds is meant to be small enough to copy back from a lent machine)."""
+def read_idx(path: Path) -> np.ndarray:
+    """An idx file, or its .gz, as an array (the inverse of write_idx)."""
+    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    ndim = data[3]
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _found(where: Path, name: str) -> Path | None:
+    """MNIST's file `name` under where, unpacked or as the .gz that torchvision downloads."""
+    return next((p for p in (where / name, where / f"{name}.gz") if p.is_file()), None)
+
+
+def mnist_root(data_root: str | None, n_train: int, n_test: int, into: Path | None = None) -> tuple[Path, str]:
+    """A folder holding MNIST/raw/* (unpacked idx files, torchvision's layout), written to the temp folder (not under
+    --out: what --out holds is meant to be small enough to copy back from a lent machine) from, in this order:
+    all of MNIST under data_root (unpacked or .gz); its test set alone, split into training and held-out images (the
+    files a lent machine may carry); MNIST-format digits written from the 8×8 ones."""
     from torchvision.datasets import MNIST
 
-    if data_root:
-        where, files = expected_files(MNIST, Path(data_root).expanduser())
-        if all((where / f).is_file() for f in files):
-            return Path(data_root).expanduser(), f"MNIST from {where}"
-        print(f"MNIST files not found under {where}: writing MNIST-format digits instead", flush=True)
-    root = Path(tempfile.gettempdir()) / "gpu_mnist_synthetic"
+    root = into or Path(tempfile.gettempdir()) / "gpu_mnist_data"
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    for split, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
-        images, labels = digits_as_mnist(n, seed)
+    splits = {}
+    if data_root:
+        where, files = expected_files(MNIST, Path(data_root).expanduser())
+        found = {name: _found(where, name) for name in files}
+        test = [found[f"t10k-{kind}-idx{n}-ubyte"] for kind, n in (("images", 3), ("labels", 1))]
+        train = [found[f"train-{kind}-idx{n}-ubyte"] for kind, n in (("images", 3), ("labels", 1))]
+        if all(train) and all(test):
+            splits = {"train": [read_idx(p) for p in train], "t10k": [read_idx(p) for p in test]}
+            what = f"MNIST from {where} (its training and test sets)"
+        elif all(test):
+            images, labels = (read_idx(p) for p in test)
+            held = min(n_test, len(images) // 5)
+            splits = {"train": [images[held:], labels[held:]], "t10k": [images[:held], labels[:held]]}
+            what = (f"MNIST's test set from {where}: {len(images) - held:,} images to train on, the other {held:,} "
+                    "held out for the FD")  # fmt: skip
+        else:
+            print(f"MNIST files not found under {where}: writing MNIST-format digits instead", flush=True)
+    if not splits:
+        splits = {split: digits_as_mnist(n, seed) for split, n, seed in (("train", n_train, 0), ("t10k", n_test, 1))}
+        what = f"synthetic MNIST-format digits ({n_train:,} train, {n_test:,} test; no MNIST files found)"
+    for split, (images, labels) in splits.items():
         write_idx(raw / f"{split}-images-idx3-ubyte", images)
         write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
-    return root, f"synthetic MNIST-format digits ({n_train:,} train, {n_test:,} test; no MNIST files found)"
+    return root, what
 
 
 # ----------------------------------------------------------------------------------------------------------------
