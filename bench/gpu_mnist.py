@@ -107,11 +107,15 @@ def mnist_root(data_root: str | None, n_train: int, n_test: int, into: Path | No
         found = {name: _found(where, name) for name in files}
         test = [found[f"t10k-{kind}-idx{n}-ubyte"] for kind, n in (("images", 3), ("labels", 1))]
         train = [found[f"train-{kind}-idx{n}-ubyte"] for kind, n in (("images", 3), ("labels", 1))]
-        if all(train) and all(test):
-            splits = {"train": [read_idx(p) for p in train], "t10k": [read_idx(p) for p in test]}
+        arrays = {
+            split: [read_idx(p) for p in paths] for split, paths in (("train", train), ("t10k", test)) if all(paths)
+        }
+        both = len(arrays) == 2 and not np.array_equal(arrays["train"][0], arrays["t10k"][0])  # not a copy
+        if both:
+            splits = arrays
             what = f"MNIST from {where} (its training and test sets)"
-        elif all(test):
-            images, labels = (read_idx(p) for p in test)
+        elif "t10k" in arrays:  # the test set alone, or copied as the training set: split it
+            images, labels = arrays["t10k"]
             held = min(n_test, len(images) // 5)
             splits = {"train": [images[held:], labels[held:]], "t10k": [images[:held], labels[:held]]}
             what = (f"MNIST's test set from {where}: {len(images) - held:,} images to train on, the other {held:,} "

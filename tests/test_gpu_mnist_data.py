@@ -55,6 +55,15 @@ def test_the_test_set_alone_is_split_into_training_and_held_out_images(tmp_path)
     assert np.array_equal(((train.x[:, 0].numpy() + 1) * 127.5).round(), images["t10k"][10:])
 
 
+def test_a_test_set_copied_as_the_training_set_is_split_too(tmp_path):
+    mnist_files(tmp_path / "data", {"t10k": 50}, packed=False)
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    for kind in ("images-idx3", "labels-idx1"):  # as an earlier check once prepared its folder
+        (raw / f"train-{kind}-ubyte").write_bytes((raw / f"t10k-{kind}-ubyte").read_bytes())
+    _, what = mnist_root(str(tmp_path / "data"), 100, 2000, into=tmp_path / "work")
+    assert "40 images to train on, the other 10 held out" in what  # never scored on the images it trained on
+
+
 def test_no_files_give_mnist_format_digits(tmp_path):
     root, what = mnist_root(str(tmp_path / "nothing"), 64, 16, into=tmp_path / "work")
     assert what.startswith("synthetic MNIST-format digits (64 train, 16 test")
