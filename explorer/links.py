@@ -88,8 +88,8 @@ def _bind(key: str, default, fits: Callable[[object], bool], to_url: Callable[[o
     None."""
     page, room = _current(), classroom()
     chosen = room.default(page.name, key)
-    if chosen is not None and not fits(chosen) and fits.parse(_as_raw(chosen, many)) is not None:
-        chosen = fits.parse(_as_raw(chosen, many))  # written as a link writes it: a label ("scaled linear", "digits")
+    if chosen is not None and not fits(chosen) and (parsed := fits.parse(_as_raw(chosen, many))) is not None:
+        chosen = parsed  # written as a link writes it: a label ("scaled linear", "digits")
     if chosen is not None and not fits(chosen):
         section = "locked" if room.is_locked(page.name, key) else "defaults"
         page.problems.append(f"The classroom file's [{section}.{page.name}] {key} = {chosen!r} is not {what}; ignored.")
