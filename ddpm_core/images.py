@@ -1,9 +1,10 @@
-"""Single images x_0 for the forward-process page: scikit-learn's sample photos, an uploaded PNG/JPEG, and which of
-torchvision's data sets are on disk. No Streamlit here.
+"""Single images x_0 for the forward-process page: scikit-learn's sample photos, an uploaded PNG/JPEG, the MNIST
+digits bundled in assets/mnist/, and which of torchvision's data sets are on disk. No Streamlit here.
 
 Every image comes out as a (C, H, W) float32 tensor in [-1, 1], C = 1 (grayscale) or 3 (RGB), square:
 
     >>> sample_photo("china", size=64).shape          # (3, 64, 64)
+    >>> bundled_mnist().x.shape                       # (300, 1, 28, 28): 300 digits, a batch of them
     >>> decode_image(uploaded_bytes, size=128, channels=1).shape   # (1, 128, 128), or ImageError saying why not
     >>> [d.name for d in datasets_on_disk("data") if d.present]    # e.g. ["mnist"]
 
@@ -15,15 +16,18 @@ from __future__ import annotations
 
 import io
 import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-from ddpm_core.data import TORCHVISION_SETS, expected_files, one_line, to_8bit
+from ddpm_core.data import TORCHVISION_SETS, DatasetError, expected_files, one_line, to_8bit
 
 SAMPLE_PHOTOS = ("china", "flower")  # scikit-learn's load_sample_images, shipped with the package: works offline
 RESOLUTIONS = (32, 64, 128, 256)  # the sizes the page offers; any 1 … MAX_SIZE works here
@@ -31,6 +35,7 @@ MAX_SIZE = 1024
 MAX_UPLOAD_BYTES = 10 * 2**20  # as .streamlit/config.toml's server.maxUploadSize = 10 (MB)
 MAX_PIXELS = 40_000_000  # refused from the header alone, before a pixel is decoded (a 40 MP RGBA image is 160 MB)
 UPLOAD_FORMATS = ("PNG", "JPEG")
+MNIST_BUNDLE = Path(__file__).resolve().parents[1] / "assets" / "mnist" / "mnist_digits.npz"  # assets/mnist/make.py
 
 
 class ImageError(ValueError):
@@ -147,3 +152,63 @@ def datasets_on_disk(data_root: str | Path = "data") -> list[OnDisk]:
         where, files = expected_files(getattr(datasets, cls_name), root)
         found.append(OnDisk(name, title, where, tuple(f for f in files if not (where / f).is_file())))
     return found
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# MNIST digits shipped with the app (assets/mnist/, made by its make.py): x_0 with no download.
+
+
+class BundledDigits(NamedTuple):
+    x: Tensor  # (N, 1, 28, 28) float32 in [-1, 1]: 0 ↦ -1 (background), 255 ↦ 1 (ink)
+    y: Tensor  # (N,) int64, the class 0 … 9
+    test_index: Tensor  # (N,) int64, each digit's index in MNIST's test set
+
+
+def _bundle_arrays(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise DatasetError(
+            f"the bundled MNIST digits are missing: {path} not found. Restore the file from git, or rebuild it with "
+            "`python assets/mnist/make.py --raw <folder with MNIST's t10k .gz files>`."
+        )
+    try:
+        npz = np.load(path, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise ValueError(f"a single {npz.dtype} array, not an .npz")
+        with npz:
+            return {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise DatasetError(f"the bundled MNIST digits in {path} cannot be read ({one_line(err, 160)})") from err
+
+
+def _bundle_problem(a: dict[str, np.ndarray]) -> str | None:
+    """What is wrong with a bundle's arrays, or None."""
+    images, labels, indices = (a.get(k) for k in ("images", "labels", "test_indices"))
+    if images is None or labels is None or indices is None:
+        return f"it holds {', '.join(a) or 'nothing'}; expected images, labels, test_indices"
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) == 0:
+        return f"images are {images.dtype} {images.shape}; expected uint8 (N, 28, 28), N ≥ 1"
+    if labels.shape != (len(images),) or indices.shape != (len(images),):
+        return f"{len(images)} images but labels {labels.shape} and test_indices {indices.shape}"
+    if labels.dtype.kind not in "iu" or indices.dtype.kind not in "iu":
+        return f"labels are {labels.dtype} and test_indices {indices.dtype}; expected integers"
+    if labels.min() < 0 or labels.max() > 9:
+        return f"labels run from {labels.min()} to {labels.max()}; expected classes 0 … 9"
+    return None
+
+
+def bundled_mnist(path: str | Path = MNIST_BUNDLE) -> BundledDigits:
+    """MNIST test digits shipped with the app, as x (N, 1, 28, 28) in [-1, 1], labels and test-set indices. The
+    bundled file holds 30 per class from test-set indices 8,000 … 9,999 (the last 2,000, held out from training), in
+    test-set order; assets/mnist/README.md says how it was made.
+
+    Raises:
+        DatasetError: the file is missing, not an .npz, or lacks images (N, 28, 28) uint8, labels (N,) in 0 … 9 and
+            test_indices (N,).
+    """
+    path = Path(path)
+    a = _bundle_arrays(path)
+    if problem := _bundle_problem(a):
+        raise DatasetError(f"the bundled MNIST digits in {path} are malformed: {problem}")
+    x = torch.from_numpy(a["images"]).unsqueeze(1).float() / 127.5 - 1  # exact at both ends: 255 / 127.5 = 2
+    y, index = (torch.from_numpy(a[k].astype(np.int64)) for k in ("labels", "test_indices"))
+    return BundledDigits(x, y, index)

@@ -12,15 +12,27 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
+import torch
 from torch import Tensor
 
 from ddpm_core import forward as fwd
 from ddpm_core.data import DatasetError, load_dataset, make_toy
-from ddpm_core.images import RESOLUTIONS, SAMPLE_PHOTOS, ImageError, datasets_on_disk, decode_image, sample_photo
+from ddpm_core.images import (
+    RESOLUTIONS,
+    SAMPLE_PHOTOS,
+    BundledDigits,
+    ImageError,
+    bundled_mnist,
+    datasets_on_disk,
+    decode_image,
+    sample_photo,
+)
 from ddpm_core.schedules import Schedule, make_schedule
 from explorer import links
 
-SOURCES = {
+MNIST_FIRST = 10  # the digit the page opens on: a clear 3 (the first held-out test digit is a cursive 4)
+SOURCES = {  # the first is the default
+    "mnist": "MNIST digits (28×28, bundled)",
     "digits": "Digits (8×8, embedded)",
     "photo": "Sample photo (scikit-learn)",
     "dataset": "MNIST / Fashion-MNIST / CIFAR-10 (on disk)",
@@ -57,6 +69,11 @@ def _digits() -> Tensor:
     return load_dataset("digits").x  # (1797, 1, 8, 8), shared read-only
 
 
+@st.cache_resource(show_spinner=False)
+def _mnist() -> BundledDigits:
+    return bundled_mnist()  # (300, 1, 28, 28), shared read-only
+
+
 @st.cache_resource(max_entries=3, show_spinner="Loading the data set…")
 def _dataset(name: str, data_root: str) -> Tensor:
     return load_dataset(name, data_root=data_root, max_images=DATASET_MAX_IMAGES).x
@@ -81,16 +98,47 @@ def _size_and_channels() -> tuple[int, int]:
     return size, channels
 
 
+def _pick(n: int, keys: tuple[str, str, str], left, right, hint: str | None = None, default: int = 0) -> int:
+    """A digit's index 0 … n-1, typed in (left) or drawn from a seed (right, when its toggle is on).
+    keys: the toggle's, the seed's and the index's."""
+    toggle, seed_key, index_key = keys
+    if links.flag("Random digit", toggle, toggle=True, where=right):
+        digit_seed = links.number("Digit seed", seed_key, default=0, min_value=0, max_value=2**31 - 1, where=right)
+        index = int(np.random.default_rng(digit_seed).integers(n))
+        left.markdown(f"Digit **#{index}**")
+        return index
+    if st.session_state.get(index_key, 0) > n - 1:  # a smaller pool (another class) keeps the index in range
+        st.session_state[index_key] = n - 1
+    return links.number(
+        "Digit index", index_key, default=min(default, n - 1), min_value=0, max_value=n - 1, where=left, help=hint
+    )
+
+
 def _digit() -> Source:
     left, right = st.columns(2)
-    if links.flag("Random digit", "random_digit", toggle=True, where=right):
-        digit_seed = links.number("Digit seed", "digit_seed", default=0, min_value=0, max_value=2**31 - 1, where=right)
-        index = int(np.random.default_rng(digit_seed).integers(len(_digits())))
-        left.markdown(f"Digit **#{index}**")
-    else:
-        index = links.number("Digit index", "digit_index", default=0, min_value=0, max_value=len(_digits()) - 1,
-                             where=left)  # fmt: skip
+    index = _pick(len(_digits()), ("random_digit", "digit_seed", "digit_index"), left, right)
     return Source(("digits", index), _digits()[index])
+
+
+def _mnist_digit() -> Source | None:
+    try:
+        digits = _mnist()
+    except DatasetError as e:
+        st.error(str(e))
+        return None
+    left, right = st.columns(2)
+    wanted = links.selectbox("Class", [None, *range(10)], "mnist_class", where=left,
+                             format_func=lambda c: "any" if c is None else str(c))  # fmt: skip
+    pool = torch.arange(len(digits.y)) if wanted is None else (digits.y == wanted).nonzero().flatten()
+    if len(pool) == 0:  # only a rebuilt bundle can lack a class
+        st.error(f"The bundled MNIST digits hold no {wanted}.")
+        return None
+    among = f"among all {len(pool)} digits" if wanted is None else f"among the {len(pool)} {wanted}s"
+    keys = ("random_mnist", "mnist_seed", "mnist_index")
+    k = int(pool[_pick(len(pool), keys, left, right, among, default=MNIST_FIRST)])
+    index, label = int(digits.test_index[k]), int(digits.y[k])
+    st.caption(f"MNIST test image #{index:,}, a {label} (MNIST: LeCun, Cortes & Burges; CC BY-SA 3.0)")
+    return Source(("mnist", index), digits.x[k])
 
 
 def _dataset_image() -> Source | None:
@@ -126,9 +174,22 @@ def _uploaded() -> Source | None:
         return None
 
 
+def _default_source() -> str:
+    """MNIST; but the 8×8 digits for a link or classroom file that names their widgets and no source (written when
+    the 8×8 digits were the default, which a link leaves out)."""
+    keys = ("digit_index", "digit_seed", "random_digit")
+    room = links.classroom()
+    if "source" in st.query_params or room.default("forward", "source") is not None:
+        return next(iter(SOURCES))
+    named = any(k in st.query_params for k in keys) or any(room.default("forward", k) is not None for k in keys)
+    return "digits" if named else next(iter(SOURCES))
+
+
 def image_source() -> Source | None:
     """The widgets that choose x_0, and x_0; None after an st.info or st.error that says why there is none."""
-    kind = links.selectbox("Image", list(SOURCES), "source", format_func=SOURCES.get)
+    kind = links.selectbox("Image", list(SOURCES), "source", format_func=SOURCES.get, default=_default_source())
+    if kind == "mnist":
+        return _mnist_digit()
     if kind == "digits":
         return _digit()
     if kind == "photo":

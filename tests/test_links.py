@@ -228,6 +228,17 @@ def test_teacher_defaults_apply_and_a_link_still_wins(classroom_file):
     assert linked.slider(key="t").value == 300 and linked.selectbox(key="schedule").value == "linear"
 
 
+def test_a_teacher_may_open_the_forward_page_on_the_8x8_digits_or_on_one_class_of_mnist(classroom_file):
+    classroom_file('[defaults.forward]\nsource = "digits"\ndigit_index = 7\n')
+    at = open_with("forward.py", {})
+    assert at.selectbox(key="source").value == "digits" and at.number_input(key="digit_index").value == 7
+    assert "1×8×8" in at.image[0].captions[0] and not at.warning
+    classroom_file('[defaults.forward]\nmnist_class = 7\n\n[locked.forward]\nsource = "mnist"\n')
+    at = open_with("forward.py", {"source": "Digits (8×8, embedded)"})
+    assert at.selectbox(key="source").disabled and at.selectbox(key="mnist_class").value == 7
+    assert "1×28×28" in at.image[0].captions[0] and "teacher has fixed source" in notices(at)
+
+
 def test_a_locked_value_is_greyed_out_and_no_link_changes_it(classroom_file):
     classroom_file('[locked.schedules]\n"s0.T" = 500\n"s0.schedule" = "cosine"\n')
     at = open_with("schedules.py", {"s0.T": "900"})

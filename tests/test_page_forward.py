@@ -6,13 +6,17 @@ import base64
 import io
 import json
 import struct
+from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from ddpm_core.data import DatasetError
+from explorer import forward_widgets as fw
 from tests.apptest_helpers import open_page, rerun
+from tests.test_links import link, notices, open_with
 
 
 @pytest.fixture
@@ -56,6 +60,79 @@ def test_the_page_renders_x_t_its_numbers_and_the_strip(at):
     assert at.download_button(key="download_strip").label.startswith("Download")
     histogram = _charts(at)[0]
     assert histogram["layout"]["xaxis"]["range"] == [-4, 4] and len(histogram["data"]) == 2
+
+
+def _mnist_caption(at: AppTest) -> str:
+    return next(c.value for c in at.caption if c.value.startswith("MNIST test image"))
+
+
+def test_the_page_opens_on_a_bundled_28x28_mnist_digit_and_picks_another_by_index_class_or_seed(at):
+    assert at.selectbox(key="source").value == "mnist" and "1×28×28" in at.image[0].captions[0]
+    assert _mnist_caption(at).startswith("MNIST test image #8,010, a 3")  # a clear one
+    assert at.number_input(key="mnist_index").help == "among all 300 digits"
+    first = _images(at)[0]
+    at.number_input(key="mnist_index").set_value(4)
+    rerun(at)
+    assert _mnist_caption(at).startswith("MNIST test image #8,004, a 1") and _images(at)[0] != first
+    at.selectbox(key="mnist_class").set_value(7)
+    rerun(at)
+    assert at.number_input(key="mnist_index").help == "among the 30 7s"
+    assert _mnist_caption(at).endswith("a 7 (MNIST: LeCun, Cortes & Burges; CC BY-SA 3.0)")
+    at.number_input(key="mnist_index").set_value(29)
+    rerun(at)
+    last_seven = _mnist_caption(at)
+    at.selectbox(key="mnist_class").set_value(None)
+    rerun(at)
+    at.number_input(key="mnist_index").set_value(299)
+    rerun(at)
+    at.selectbox(key="mnist_class").set_value(2)
+    rerun(at)
+    assert at.number_input(key="mnist_index").value == 29 and ", a 2 " in _mnist_caption(at)  # kept in range
+    assert last_seven != _mnist_caption(at) and not at.warning
+    at.toggle(key="random_mnist").set_value(True)
+    rerun(at)
+    drawn = _mnist_caption(at)
+    at.number_input(key="mnist_seed").set_value(1)
+    rerun(at)
+    assert ", a 2 " in drawn and ", a 2 " in _mnist_caption(at) and _mnist_caption(at) != drawn  # another 2
+    assert "Digit **#" in " ".join(m.value for m in at.markdown)
+    assert "1×28×28" in at.image[0].captions[0]
+
+
+def test_a_link_names_the_source_and_the_mnist_digit():
+    old = open_with("forward.py", {"source": "Digits (8×8, embedded)", "digit_index": "5"})
+    assert old.selectbox(key="source").value == "digits" and "1×8×8" in old.image[0].captions[0]
+    assert old.number_input(key="digit_index").value == 5 and not old.warning
+    view = {"mnist_class": "3", "mnist_index": "2", "t": "100"}
+    at = open_with("forward.py", view)
+    assert ", a 3 " in _mnist_caption(at) and at.number_input(key="mnist_index").value == 2 and not at.warning
+    assert dict(parse_qsl(urlsplit(link(at)).query)) == view
+    bad = open_with("forward.py", {"mnist_class": "eleven"})
+    assert "The link's mnist_class=eleven is not one of any, 0, 1" in notices(bad)
+    assert bad.selectbox(key="mnist_class").value is None
+
+
+def test_a_link_from_when_the_8x8_digits_were_the_default_still_opens_them():
+    old = open_with("forward.py", {"digit_index": "5", "t": "100"})  # such links left the default source out
+    assert old.selectbox(key="source").value == "digits" and "1×8×8" in old.image[0].captions[0]
+    assert old.number_input(key="digit_index").value == 5 and not old.warning
+    assert open_with("forward.py", {"t": "100"}).selectbox(key="source").value == "mnist"
+
+
+def test_a_missing_bundle_is_an_error_on_the_page_and_the_other_sources_still_work(monkeypatch):
+    def missing():
+        raise DatasetError("the bundled MNIST digits are missing: assets/mnist/mnist_digits.npz not found")
+
+    monkeypatch.setattr(fw, "bundled_mnist", missing)
+    fw._mnist.clear()  # the cache holds the real bundle from an earlier test
+    try:
+        at = open_page("forward.py")
+        assert "mnist_digits.npz not found" in at.error[0].value and not at.image and not at.metric
+        at.selectbox(key="source").set_value("digits")
+        rerun(at)
+        assert not at.error and "1×8×8" in at.image[0].captions[0]
+    finally:
+        fw._mnist.clear()
 
 
 def test_moving_t_changes_x_t_and_the_readouts_and_the_number_input_follows(at):
