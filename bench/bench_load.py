@@ -41,7 +41,7 @@ from bench.bench_ui import Server, descendants, rss_mib  # noqa: E402
 from bench.common import machine, publish  # noqa: E402
 from bench.load_sessions import DRIVERS, Session, drive  # noqa: E402
 from ddpm_core import runs  # noqa: E402
-from explorer.train_widgets import DEFAULT_RECIPE, RECIPES  # noqa: E402
+from ddpm_core.recipes import DEFAULT_RECIPE, RECIPES  # noqa: E402
 from tests.conftest import CHROMIUM, CHROMIUM_FLAGS  # noqa: E402
 
 RSS_EVERY_S = 5
@@ -114,7 +114,7 @@ async def sample_memory(server: int, into: list[tuple[float, float, float]], sta
 
 def start_training(out: Path) -> subprocess.Popen:
     """The Train page's default recipe through the CLI (the page runs the same command), long enough to outlast us."""
-    recipe = {**RECIPES[DEFAULT_RECIPE], "steps": 100_000, "evaluate_n": 0, "device": "cpu"}
+    recipe = {**RECIPES[DEFAULT_RECIPE].overlay, "steps": 100_000, "evaluate_n": 0, "device": "cpu"}
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in recipe.items()]
     cmd = [sys.executable, "-m", "ddpm_core.train", *flags, "--out", str(out)]
     with open(out.parent / "train.log", "w") as log:  # the child keeps its own copy of the descriptor
@@ -218,7 +218,7 @@ async def run_level(driver: str, browser, server: Server, k: int, index: int, du
     print(latency, flush=True)
     level = Level(latency, cpu, memory_rows(k, samples), samples)
     if trainer is not None:
-        rates = images_per_s(trainer[1], since, until, RECIPES[DEFAULT_RECIPE]["batch_size"])
+        rates = images_per_s(trainer[1], since, until, RECIPES[DEFAULT_RECIPE].overlay["batch_size"])
         level.training = training_row(f"with {k} sessions", rates, p95)
     return level
 
@@ -253,7 +253,7 @@ async def bench(driver: str, sizes: list[int], duration: float, with_training: b
                 wait_training(*trainer)
                 since = time.time()
                 await asyncio.sleep(alone_s)
-                rates = images_per_s(trainer[1], since, time.time(), RECIPES[DEFAULT_RECIPE]["batch_size"])
+                rates = images_per_s(trainer[1], since, time.time(), RECIPES[DEFAULT_RECIPE].overlay["batch_size"])
                 found["training_alone"] = training_row(f"alone ({alone_s:.0f} s, no session)", rates, None)
             found["idle"] = memory(server.proc.pid)
             if driver == "browser":

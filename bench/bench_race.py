@@ -104,16 +104,16 @@ def seed_eval_estimate(recipe: SeedRecipe, n: int, steps: int = 10) -> float:
     return (time.perf_counter() - tick) / steps * SEED_T
 
 
-def time_to_reach(rows: list[dict], target: float) -> tuple[float | None, str]:
-    """Training seconds at which the FD curve first reaches target: linear in FD between the two measured points around
-    the crossing, on a log-time axis. Returns (seconds, "") or (first time, "≤") when the first point is already there,
-    or (None, "not reached")."""
+def time_to_reach(rows: list[dict], target: float, key: str = "pixel_fd") -> tuple[float | None, str]:
+    """Training seconds at which the FD curve (each row's key) first reaches target: linear in FD between the two
+    measured points around the crossing, on a log-time axis. Returns (seconds, "") or (first time, "≤") when the first
+    point is already there, or (None, "not reached")."""
     for i, row in enumerate(rows):
-        if row["pixel_fd"] <= target:
+        if row[key] <= target:
             if i == 0:
                 return row["train_s"], "≤"
             a = rows[i - 1]
-            frac = (a["pixel_fd"] - target) / (a["pixel_fd"] - row["pixel_fd"])
+            frac = (a[key] - target) / (a[key] - row[key])
             log_t = math.log(a["train_s"]) + frac * (math.log(row["train_s"]) - math.log(a["train_s"]))
             return math.exp(log_t), ""
     return None, "not reached"

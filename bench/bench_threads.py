@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import machine, publish  # noqa: E402
-from explorer.train_widgets import DEFAULT_RECIPE, RECIPES  # noqa: E402
+from ddpm_core.recipes import DEFAULT_RECIPE, RECIPES  # noqa: E402
 
 CHECKPOINT = ROOT / "assets" / "checkpoints" / "digits.safetensors"
 ALONE_S = 10  # the trainer's images/s with nothing else running
@@ -89,7 +89,7 @@ WORKLOADS = [("ddim", 50, "DDIM-50"), ("ddpm", 1000, "DDPM-1000")]
 
 def start_trainer(folder: Path, env: dict) -> subprocess.Popen:
     """The default recipe for long enough, as the Train page starts it (its own process, its own session)."""
-    recipe = {**RECIPES[DEFAULT_RECIPE], "steps": 1_000_000, "preview_every": 0, "evaluate_n": 0}
+    recipe = {**RECIPES[DEFAULT_RECIPE].overlay, "steps": 1_000_000, "preview_every": 0, "evaluate_n": 0}
     args = [sys.executable, "-m", "ddpm_core.train", "--out", str(folder), "--checkpoint-every", "0"]
     args += ["--log-every", "25"]
     for key in ("dataset", "steps", "batch_size", "lr", "warmup", "ema_decay", "preview_every", "evaluate_n"):
@@ -121,7 +121,7 @@ def images_per_s(folder: Path, start: float, end: float) -> float:
     first, last = before[-1], after[0]
     if last["time"] <= first["time"]:
         return float("nan")
-    batch = RECIPES[DEFAULT_RECIPE]["batch_size"]
+    batch = RECIPES[DEFAULT_RECIPE].overlay["batch_size"]
     return (last["step"] - first["step"]) * batch / (last["time"] - first["time"])
 
 

@@ -19,6 +19,7 @@ Usage: python bench/bench_throughput.py [--quick] [--no-compile] [--threads 1 2]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import time
@@ -126,7 +127,10 @@ def make_trainer(w: Workload, v: Variant, run_dir: Path) -> Trainer:
         )
         warmup = max(1, config.warmup)
         trainer.lr_schedule = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lambda s: min(1.0, (s + 1) / warmup))
-    trainer.autocast = v.bf16  # Trainer.loss wraps ε_θ in torch.autocast(device, bfloat16) when this is set
+    if v.bf16:  # Trainer.loss runs ε_θ under trainer.precision(); the config would turn it on for CUDA only
+        trainer.precision = lambda: torch.autocast(trainer.device.type, dtype=torch.bfloat16)
+    else:
+        trainer.precision = contextlib.nullcontext
     if v.compile:
         trainer.model = torch.compile(trainer.model)  # shares the parameters: optimizer and EMA are unaffected
     return trainer

@@ -22,9 +22,7 @@ section it appends (under $OUT too: gpu_mnist.md) into bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
-import struct
 import sys
 import tempfile
 import time
@@ -42,6 +40,7 @@ from bench.common import append_results, machine  # noqa: E402
 from ddpm_core.config import TrainConfig  # noqa: E402
 from ddpm_core.data import expected_files, load_dataset, one_line  # noqa: E402
 from ddpm_core.gif import image_grid, save_png  # noqa: E402
+from ddpm_core.idx import find_idx, read_idx, write_idx  # noqa: E402
 from ddpm_core.metrics import image_fd  # noqa: E402
 from ddpm_core.models import count_parameters  # noqa: E402
 from ddpm_core.sample import sample  # noqa: E402
@@ -53,12 +52,6 @@ REPORT_AT = (10, 20, 30, 60, 90, 120)  # training seconds at which the table sho
 
 # ----------------------------------------------------------------------------------------------------------------
 # Data: the real files if they are there, else MNIST-format files written from the 8×8 digits.
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """The idx format: big-endian magic 0x0800 + ndim (uint8 data), the ndim sizes as uint32, then the bytes."""
-    header = struct.pack(f">{1 + array.ndim}I", 0x0800 + array.ndim, *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
 def digits_as_mnist(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,19 +71,6 @@ def digits_as_mnist(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return frame, d.target[pick].astype(np.uint8)
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """An idx file, or its .gz, as an array (the inverse of write_idx)."""
-    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    ndim = data[3]
-    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def _found(where: Path, name: str) -> Path | None:
-    """MNIST's file `name` under where, unpacked or as the .gz that torchvision downloads."""
-    return next((p for p in (where / name, where / f"{name}.gz") if p.is_file()), None)
-
-
 def mnist_root(data_root: str | None, n_train: int, n_test: int, into: Path | None = None) -> tuple[Path, str]:
     """A folder holding MNIST/raw/* (unpacked idx files, torchvision's layout), written to the temp folder (not under
     --out: what --out holds is meant to be small enough to copy back from a lent machine) from, in this order:
@@ -104,7 +84,7 @@ def mnist_root(data_root: str | None, n_train: int, n_test: int, into: Path | No
     splits = {}
     if data_root:
         where, files = expected_files(MNIST, Path(data_root).expanduser())
-        found = {name: _found(where, name) for name in files}
+        found = {name: find_idx(where, name) for name in files}
         test = [found[f"t10k-{kind}-idx{n}-ubyte"] for kind, n in (("images", 3), ("labels", 1))]
         train = [found[f"train-{kind}-idx{n}-ubyte"] for kind, n in (("images", 3), ("labels", 1))]
         arrays = {
@@ -116,8 +96,9 @@ def mnist_root(data_root: str | None, n_train: int, n_test: int, into: Path | No
             what = f"MNIST from {where} (its training and test sets)"
         elif "t10k" in arrays:  # the test set alone, or copied as the training set: split it
             images, labels = arrays["t10k"]
-            held = min(n_test, len(images) // 5)
-            splits = {"train": [images[held:], labels[held:]], "t10k": [images[:held], labels[:held]]}
+            held = min(n_test, len(images) // 5)  # the last ones, as ddpm_core.idx splits it (8,000 / 2,000)
+            cut = len(images) - held
+            splits = {"train": [images[:cut], labels[:cut]], "t10k": [images[cut:], labels[cut:]]}
             what = (f"MNIST's test set from {where}: {len(images) - held:,} images to train on, the other {held:,} "
                     "held out for the FD")  # fmt: skip
         else:
@@ -285,6 +266,7 @@ def build_trainer(args: argparse.Namespace, root: Path) -> Trainer:
         ema_decay=args.ema_decay,
         device=args.device,
         mixed_precision=args.bf16,
+        cpu_bf16=args.bf16,  # a CPU smoke test: bf16 where the CPU has it natively
         steps=10**9,
         preview_every=0,
         checkpoint_every=0,
@@ -293,7 +275,6 @@ def build_trainer(args: argparse.Namespace, root: Path) -> Trainer:
     if trainer.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.set_float32_matmul_precision("high")  # TF32 for what stays in fp32
-    trainer.autocast = args.bf16  # Trainer.loss's torch.autocast(device, bfloat16); the Trainer sets it on CUDA only
     if args.channels_last:
         trainer.model.to(memory_format=torch.channels_last)
         trainer.ema.model.to(memory_format=torch.channels_last)  # the EMA lerp then runs on matching strides

@@ -157,14 +157,16 @@ class SeedDDPM:
 
 
 class SeedRecipe:
-    """Train and sample the seed recipe on digits x (N, 1, 8, 8) in [-1, 1], on the CPU."""
+    """Train and sample the seed recipe on images x (N, 1, s, s) in [-1, 1] (the 8×8 digits, or MNIST's 28×28 padded
+    to 32 as the course does), on the CPU."""
 
     def __init__(self, x: Tensor, size: int = DIGIT_SIZE, batch_size: int = BATCH_SIZE, seed: int = 0):
-        if size < DIGIT_SIZE or size % 8:
-            raise ValueError(f"size must be a multiple of 8 and ≥ {DIGIT_SIZE}, got {size}")
+        self.data_size = x.shape[-1]
+        if size < self.data_size or size % 8:
+            raise ValueError(f"size must be a multiple of 8 and ≥ {self.data_size}, got {size}")
         torch.manual_seed(seed)  # the initial weights
         self.size, self.batch_size, self.step = size, batch_size, 0
-        self.pad = (size - DIGIT_SIZE) // 2
+        self.pad = (size - self.data_size) // 2
         self.x = F.pad(x, (self.pad,) * 4, value=-1.0)  # (N, 1, size, size), background −1 around
         self.network = SeedUNet(size)
         self.ddpm = SeedDDPM()
@@ -193,12 +195,12 @@ class SeedRecipe:
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, steps: int = T) -> Tensor:
         """The seed's sampler: x_T ~ N(0, I), then `steps` ancestral steps from t = T−1 down (all T for samples;
-        fewer only to time a few). Returns the centre 8×8, (n, 1, 8, 8), unclipped."""
+        fewer only to time a few). Returns the centre s×s, (n, 1, s, s), unclipped."""
         self.network.eval()
         g = torch.Generator().manual_seed(seed)
         x = torch.randn((n, 1, self.size, self.size), generator=g)
         for t in list(range(T))[::-1][:steps]:
             eps = self.network(x, torch.full((n, 1), t, dtype=torch.long))  # t as (n, 1), as the seed passes it
             x = self.ddpm.step(eps, t, x, g)
-        p = self.pad
-        return x[..., p : p + DIGIT_SIZE, p : p + DIGIT_SIZE]
+        p, s = self.pad, self.data_size
+        return x[..., p : p + s, p : p + s]

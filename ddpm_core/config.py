@@ -32,7 +32,7 @@ class TrainConfig:
     classes: list[str] = field(default_factory=list)  # keep only these classes (labels or names); empty: all
     n_points: int = 10_000  # 2D toys: how many points to draw
     # model
-    model: str = "auto"  # preset: auto (tiny UNet for images, mlp for points), tiny, small, mlp
+    model: str = "auto"  # preset: auto (tiny UNet for images, mlp for points), tiny, patch, small, mlp
     base_channels: int = 0  # 0: the preset's width
     dropout: float = -1.0  # < 0: the preset's
     # diffusion
@@ -59,6 +59,7 @@ class TrainConfig:
     seed: int = 0  # seeds the initial weights, the data order and the noise
     device: str = "auto"  # auto (cuda, then mps, then cpu), cpu, cuda, mps
     mixed_precision: bool = True  # bf16 autocast on CUDA; ignored elsewhere
+    cpu_bf16: bool = False  # bf16 autocast on a CPU that has it natively (AVX-512 BF16, AMX); float32 on others
     # logging and outputs
     log_every: int = 50  # steps between metrics.jsonl lines
     preview_every: int = 500  # steps between preview grids (raw and EMA); 0: only at the end
@@ -93,15 +94,7 @@ class TrainConfig:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> TrainConfig:
-        try:
-            d = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ValueError(f"config file {path} does not exist") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"config file {path} is not valid JSON: {e}") from None
-        if not isinstance(d, dict):
-            raise ValueError(f"config file {path} must hold a JSON object")
-        return cls.from_dict(d)
+        return cls.from_dict(read_config_file(path))
 
     def replace(self, **changes) -> TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})
@@ -148,6 +141,20 @@ class TrainConfig:
 
     def total_steps(self, dataset_size: int) -> int:
         return self.epochs * math.ceil(dataset_size / self.batch_size) if self.epochs > 0 else self.steps
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The settings a JSON config file gives (only those: a base for flags, or an overlay on a recipe); ValueError
+    for a missing file, invalid JSON, or anything but an object. Field names are checked by TrainConfig.from_dict."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"config file {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"config file {path} is not valid JSON: {e}") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"config file {path} must hold a JSON object")
+    return d
 
 
 def field_names() -> list[str]:

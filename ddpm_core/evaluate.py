@@ -101,7 +101,7 @@ def evaluate_model(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ddpm_core.devices import resolve_device
+    from ddpm_core.devices import for_sampling, resolve_device
     from ddpm_core.runs import CheckpointError, load_checkpoint
 
     p = argparse.ArgumentParser(prog="python -m ddpm_core.evaluate", description="Sample a checkpoint and score it.")
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         ckpt = load_checkpoint(args.checkpoint)
         device = resolve_device(args.device)
         scores = evaluate_model(
-            ckpt.model.to(device),
+            for_sampling(ckpt.model.to(device), ckpt.config),
             Diffusion(ckpt.config.make_schedule()).to(device),
             ckpt.config,
             ckpt.sample_shape,

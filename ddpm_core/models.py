@@ -32,6 +32,7 @@ class ModelConfig:
     num_layers: int = 4  # mlp: residual blocks
     dropout: float = 0.0
     num_classes: int = 0  # > 0: class-conditional, with one extra null label for guidance
+    patch_size: int = 1  # unet: > 1 folds each p×p patch into channels first (pixel-unshuffle), unfolds at the end
     prediction: str = "eps"  # what the output stands for: eps, x0 or v (ddpm_core.objectives); samplers read it
 
     def __post_init__(self):
@@ -51,9 +52,12 @@ class ModelConfig:
         return cls(**d)
 
 
-# Presets: "tiny" trains in a minute on a laptop CPU (digits 8×8), "small" is for GPU runs on MNIST/CIFAR at 32×32.
+# Presets: "tiny" trains in a minute on a laptop CPU (digits 8×8); "patch" is MNIST's 28×28 on a CPU: 2×2 patches
+# folded into channels, so its 32 and 64 channels work at 14 and 7 px, where a CPU computes them more efficiently than
+# tiny's 16 channels at 28 px (bench/RESULTS.md); "small" is for GPU runs on MNIST/CIFAR at 32×32.
 PRESETS: dict[str, dict] = {
     "tiny": dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=()),
+    "patch": dict(base_channels=32, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(), patch_size=2),
     "small": dict(base_channels=64, channel_mults=(1, 2, 2), num_res_blocks=2, attention_resolutions=(8,), dropout=0.1),
     "mlp": dict(kind="mlp", base_channels=128, num_layers=3),
 }
@@ -82,10 +86,13 @@ def validate_model_config(c: ModelConfig) -> None:
         raise ValueError("channel_mults must be positive and num_res_blocks ≥ 1")
     if c.base_channels % 8:
         raise ValueError(f"base_channels must be a multiple of 8 (GroupNorm groups), got {c.base_channels}")
-    factor = 2 ** (len(c.channel_mults) - 1)
+    if c.patch_size not in (1, 2, 4) or c.image_size % c.patch_size:
+        raise ValueError(f"patch_size must be 1, 2 or 4 and divide the image size {c.image_size}, got {c.patch_size}")
+    factor = 2 ** (len(c.channel_mults) - 1) * c.patch_size
     if c.image_size % factor or c.image_size // factor < 2:
         raise ValueError(
-            f"image size {c.image_size} cannot be halved {len(c.channel_mults) - 1} times down to ≥ 2 px; "
+            f"image size {c.image_size} cannot be halved {len(c.channel_mults) - 1} times"
+            f"{f' after {c.patch_size}×{c.patch_size} patches' if c.patch_size > 1 else ''} down to ≥ 2 px; "
             f"use fewer channel_mults or pad the images (e.g. MNIST's 28 to 32)"
         )
 
@@ -177,7 +184,9 @@ class UNet(nn.Module):
         self.config = c
         emb_dim = 4 * c.base_channels
         self.time_embed = TimeEmbedding(emb_dim, c.num_classes)
-        self.input = nn.Conv2d(c.in_channels, c.base_channels, 3, padding=1)
+        p = c.patch_size  # the network sees (B, C·p², H/p, W/p): a p× smaller grid, p² × the channels
+        self.unshuffle = nn.PixelUnshuffle(p)  # no weights: checkpoints without patches load unchanged
+        self.input = nn.Conv2d(c.in_channels * p * p, c.base_channels, 3, padding=1)
 
         def block(c_in: int, c_out: int, res: int) -> nn.ModuleList:
             layers = [ResBlock(c_in, c_out, emb_dim, c.dropout)]
@@ -185,7 +194,7 @@ class UNet(nn.Module):
                 layers.append(Attention(c_out))
             return nn.ModuleList(layers)
 
-        self.down, skips, ch, res = nn.ModuleList(), [c.base_channels], c.base_channels, c.image_size
+        self.down, skips, ch, res = nn.ModuleList(), [c.base_channels], c.base_channels, c.image_size // p
         for level, mult in enumerate(c.channel_mults):
             for _ in range(c.num_res_blocks):
                 self.down.append(block(ch, mult * c.base_channels, res))
@@ -209,11 +218,13 @@ class UNet(nn.Module):
                     )
                     self.up[-1].append(upsample)
                     res *= 2
-        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), zero(nn.Conv2d(ch, c.in_channels, 3, padding=1)))
+        self.out = nn.Sequential(
+            group_norm(ch), nn.SiLU(), zero(nn.Conv2d(ch, c.in_channels * p * p, 3, padding=1)), nn.PixelShuffle(p)
+        )
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         emb = self.time_embed(t, y)  # (B, 4·base)
-        h = self.input(x)
+        h = self.input(self.unshuffle(x))
         hs = [h]
         for layers in self.down:
             h = _apply(layers, h, emb)
@@ -282,8 +293,10 @@ def describe_model(config: ModelConfig, model: nn.Module | None = None) -> str:
     else:
         at = config.attention_resolutions
         attn = f", attention at {', '.join(map(str, at))} px" if at else ""
+        p = config.patch_size
+        patches = f" on {p}×{p} patches" if p > 1 else ""
         shape = (
-            f"UNet {config.image_size}×{config.image_size}×{config.in_channels}, widths "
+            f"UNet {config.image_size}×{config.image_size}×{config.in_channels}{patches}, widths "
             f"{', '.join(str(m * config.base_channels) for m in config.channel_mults)}, "
             f"{config.num_res_blocks} block(s)/level{attn}"
         )

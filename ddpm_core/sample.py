@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ddpm_core.devices import for_sampling
 from ddpm_core.diffusion import Diffusion, Spacing, VarianceType
 from ddpm_core.gif import StepRecord
 from ddpm_core.objectives import output_to_eps, prediction_of
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             bar.update(done - bar.n)
 
         result = sample(
-            ckpt.model.to(device),
+            for_sampling(ckpt.model.to(device), ckpt.config),  # bf16 where it trained so and this CPU has it
             diffusion,
             args.n,
             ckpt.sample_shape,

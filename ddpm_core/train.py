@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ddpm_core import distributed, runs
 from ddpm_core.config import TrainConfig
 from ddpm_core.data import DatasetError
-from ddpm_core.devices import resolve_device
+from ddpm_core.devices import for_sampling, precision, resolve_device
 from ddpm_core.diffusion import Diffusion
 from ddpm_core.ema import EMA
 from ddpm_core.evaluate import evaluate_model
@@ -70,7 +70,7 @@ class Trainer:
         self.generator = torch.Generator(self.device).manual_seed(config.seed + self.world.rank)
         self.total_steps = config.total_steps(len(self.data.x))
         self.step = 0
-        self.autocast = self.device.type == "cuda" and config.mixed_precision
+        self.precision = lambda: precision(self.device, config)  # bf16 autocast or float32, for every forward pass
         if resume:
             self._resume()
 
@@ -87,7 +87,7 @@ class Trainer:
         if y is not None:
             drop = torch.rand(B, generator=self.generator, device=self.device) < c.label_dropout
             y = torch.where(drop, self.model_config.num_classes, y)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        with self.precision():
             output = self.net(x_t, t) if y is None else self.net(x_t, t, y=y)
         target = training_target(self.diffusion, c.prediction_type, x0, t, noise)  # type: ignore[arg-type]
         per_sample = F.mse_loss(output.float(), target.float(), reduction="none").flatten(1).mean(1)
@@ -243,17 +243,10 @@ class Trainer:
         c = self.config
         for tag, model in (("raw", self.model), ("ema", self.ema.model)):
             model.eval()
-            *_, last = sample_progressive(
-                model,
-                self.diffusion,
-                c.preview_n,
-                tuple(self.data.sample_shape),
-                sampler="ddim",
-                steps=c.preview_steps,
-                clip_x0=not c.is_points,
-                seed=c.seed,
-                y=self.cycled_labels(c.preview_n),
-            )
+            settings = dict(sampler="ddim", steps=c.preview_steps, clip_x0=not c.is_points, seed=c.seed)
+            *_, last = sample_progressive(for_sampling(model, c), self.diffusion, c.preview_n,
+                                          tuple(self.data.sample_shape), y=self.cycled_labels(c.preview_n),
+                                          **settings)  # fmt: skip
             x = last.x_t.float().cpu()
             save_png(
                 points_frame(x) if c.is_points else image_grid(x),
@@ -269,15 +262,9 @@ class Trainer:
         self.log(f"evaluating {n} samples of the EMA weights (DDIM-50)…")
         runs.write_status(self.run_dir, "running", step=self.step, phase="evaluating")
         try:
-            report = evaluate_model(
-                self.ema.model,
-                self.diffusion,
-                self.config,
-                tuple(self.data.sample_shape),
-                n,
-                seed=self.config.seed,
-                y=self.cycled_labels(n),
-            )
+            report = evaluate_model(for_sampling(self.ema.model, self.config), self.diffusion, self.config,
+                                    tuple(self.data.sample_shape), n, seed=self.config.seed,
+                                    y=self.cycled_labels(n))  # fmt: skip
         except (DatasetError, ValueError, RuntimeError) as e:  # e.g. reference images gone, out of memory
             self.log(f"evaluation failed: {e}")
             report = {"error": f"{type(e).__name__}: {e}"}

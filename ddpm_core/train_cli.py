@@ -1,7 +1,8 @@
 """The training CLI: `python -m ddpm_core.train` (torchrun: `torchrun --nproc_per_node=N -m ddpm_core.train …`).
 
-Every TrainConfig field is a flag; --config FILE.json gives a base; --resume continues a run folder; --init-from
-fine-tunes a checkpoint (its settings are the base, the flags given override them).
+Every TrainConfig field is a flag; --recipe SLUG and --config FILE.json give a base (the recipe, then the file, then
+the flags given); --list-recipes shows the recipes; --resume continues a run folder; --init-from fine-tunes a
+checkpoint (its settings are the base, the flags given override them).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import sys
 from pathlib import Path
 
 from ddpm_core import runs
-from ddpm_core.config import TrainConfig, add_config_flags, config_from_args
+from ddpm_core.config import TrainConfig, add_config_flags, config_from_args, read_config_file
 from ddpm_core.data import DatasetError
 from ddpm_core.models import count_parameters
+from ddpm_core.recipes import RECIPES, recipe
 from ddpm_core.run_history import headline_metric
 from ddpm_core.train import Trainer, TrainingError
 
@@ -23,18 +25,43 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m ddpm_core.train",
         description="Train a DDPM noise predictor ε_θ. Every TrainConfig field is a flag.",
     )
+    recipes = ", ".join(RECIPES)
+    order = "with --config too: the recipe, then the file, then the flags given"
+    p.add_argument("--recipe", metavar="SLUG", help=f"a new run's base: {recipes} (see --list-recipes); {order}")
+    p.add_argument("--list-recipes", action="store_true", help="print the recipes (slug, title, note) and exit")
     p.add_argument("--config", type=Path, help="a JSON file with TrainConfig fields; flags given override it")
     p.add_argument("--resume", action="store_true", help="continue the run in --out/--name from its last checkpoint")
     add_config_flags(p)
     return p
 
 
+def recipe_table() -> str:
+    """--list-recipes: one row per recipe, the columns aligned."""
+    rows = [("slug", "title", "note"), *((r.slug, r.title, r.note) for r in RECIPES.values())]
+    slug_w, title_w = (max(len(row[i]) for row in rows) for i in (0, 1))
+    return "\n".join(f"{slug:<{slug_w}}  {title:<{title_w}}  {note}" for slug, title, note in rows)
+
+
+def new_run_config(args: argparse.Namespace) -> TrainConfig:
+    """A new run's settings: TrainConfig's defaults, --recipe's, --config's, then the flags given."""
+    base = dict(recipe(args.recipe).overlay) if args.recipe else {}
+    if args.config:
+        base.update(read_config_file(args.config))
+    config = config_from_args(args, base)
+    if args.recipe and (args.resume or config.init_from):
+        what = "--resume continues a run" if args.resume else "--init-from fine-tunes a checkpoint"
+        raise ValueError(f"--recipe gives a new run's settings, but {what} with its own: drop one of them")
+    return config
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.list_recipes:
+        print(recipe_table())
+        return 0
     try:
-        base = TrainConfig.from_json_file(args.config) if args.config else None
-        config = config_from_args(args, base)
+        config = new_run_config(args)
         run_dir = runs.run_dir_for(config)
         if args.resume:
             saved = runs.read_json(run_dir / runs.CONFIG)

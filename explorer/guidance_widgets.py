@@ -72,7 +72,7 @@ def guidance_panel(loaded, settings: dict, cancellable, progress_callback) -> No
                 bar = st.progress(0.0, text="Sampling…")
                 args = {k: settings[k] for k in ("sampler", "steps", "eta", "variance", "clip_x0")}
                 classes = range(len(loaded.ckpt.classes))
-                cells = compare_guidance(loaded.ckpt.model, loaded.diffusion, loaded.ckpt.sample_shape, classes,
+                cells = compare_guidance(loaded.net, loaded.diffusion, loaded.ckpt.sample_shape, classes,
                                          sorted(scales), per_class, settings["seed"], classify=_classify(loaded),
                                          progress=progress_callback(bar), **args)  # fmt: skip
                 bar.empty()

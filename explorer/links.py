@@ -129,21 +129,32 @@ def _record(key: str, value, to_url) -> None:
     _current().values[key] = to_url(value)
 
 
-def selectbox(label: str, options: Sequence, key: str, *, default=None, format_func=str, where=st, radio=False,
-              **kwargs):  # fmt: skip
-    """st.selectbox (or st.radio) over options, bound to ?key=<format_func(option)>."""
+def selectbox(label: str, options: Sequence, key: str, *, default=None, format_func=str, link_name=None,
+              aliases=None, where=st, radio=False, **kwargs):  # fmt: skip
+    """st.selectbox (or st.radio) over options, bound to ?key=<format_func(option)>.
+
+    link_name(option): a stable name (a recipe's slug) that "Copy link" writes, and that a link or the classroom file
+    may give instead of the label; aliases: {former name: option}, still accepted from older links. Streamlit binds
+    the address bar to the label, and drops any other value on opening: a link's name is put into session state here,
+    before the widget reads it."""
     options = list(options)
     default = options[0] if default is None else default
     labels = {str(format_func(o)): o for o in options}
+    names = {str(link_name(o)): o for o in options} if link_name else {}
+    accepted = {**(aliases or {}), **names}
+    to_url = (lambda v: str(link_name(v))) if link_name else (lambda v: str(format_func(v)))
 
     def fits(v):
         return v in options
 
-    fits.parse = labels.get  # type: ignore[attr-defined]
-    extra, default = _bind(key, default, fits, lambda v: str(format_func(v)), f"one of {', '.join(labels)}")
+    fits.parse = lambda raw: accepted.get(raw, labels.get(raw))  # type: ignore[attr-defined]
+    extra, default = _bind(key, default, fits, to_url, f"one of {', '.join(names or labels)}")
+    raw = (_current().query.get(key) or [None])[-1]
+    if "bind" in extra and raw in accepted and raw not in labels and key not in st.session_state:
+        st.session_state[key] = accepted[raw]
     widget = where.radio if radio else where.selectbox
     value = widget(label, options, index=options.index(default), format_func=format_func, **extra, **kwargs)
-    _record(key, value, lambda v: str(format_func(v)))
+    _record(key, value, to_url)
     return value
 
 

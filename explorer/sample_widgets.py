@@ -9,6 +9,7 @@ is reloaded) and shared read-only by every session: sampling runs under torch.in
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import torch
 from ddpm_core import runs
 from ddpm_core.compare import CellResult, SamplerSetting, cheap_settings, compare_samplers, standard_settings
 from ddpm_core.data import DatasetError
-from ddpm_core.devices import resolve_device
+from ddpm_core.devices import BF16Network, for_sampling, resolve_device
 from ddpm_core.diffusion import Diffusion
 from ddpm_core.evaluate import quality_metrics
 from ddpm_core.forward import png_bytes
@@ -30,10 +31,12 @@ from explorer.guidance_widgets import sample_arguments
 from explorer.ui import ROOT
 
 BUNDLED = ROOT / "assets" / "checkpoints"
+FIRST_BUNDLED = ("mnist", "digits")  # the default checkpoint, then the 8×8 digits; the others by name
 MAX_N = {"images": 256, "points": 2000}  # per request, before the classroom's cap
 DEFAULT_N = {"images": 64, "points": 1000}
 POINTS_PER_SAMPLE = 8  # the classroom's max_n counts images; a 2D point is this much cheaper
-GIF_MAX_IMAGES = 64  # a GIF of 256 noisy grids is ~15 MB; the first 64 show the same story
+GIF_MAX_IMAGES = 64  # a GIF of 256 noisy 8×8 grids is ~15 MB; the first 64 show the same story
+GIF_MAX_PIXELS = 16 * 28 * 28  # image pixels per frame: 16 MNIST digits (64 of them made a 12 MB GIF for DDIM-50)
 STEP_LABEL = {"ddpm": "DDPM (ancestral, Ho et al. 2020)", "ddim": "DDIM (Song et al. 2021)"}
 VARIANCE_LABEL = {"beta": "β_t (the course's)", "posterior": "β̃_t (the posterior's)"}  # also the link's value
 RUNNING = "sample.running"  # session state: set while a sampling runs; left behind when a rerun interrupts it
@@ -53,16 +56,22 @@ class Loaded:
     def T(self) -> int:
         return self.diffusion.num_timesteps
 
+    @property
+    def net(self) -> torch.nn.Module:
+        """The network to sample with: bf16 where the checkpoint trained so and this CPU has it (for_sampling)."""
+        return for_sampling(self.ckpt.model, self.ckpt.config)
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Choosing a checkpoint
 
 
 def checkpoint_files(runs_root: Path) -> dict[str, str]:
-    """{path: label} of the bundled checkpoints ("digits", digits first), then of each run's EMA weights (the run's
-    name) and raw weights ("<name> (raw weights)"). A label is also the page link's ?checkpoint= value: short, and
-    unique ("runs/<label>" for a run named like a bundled checkpoint)."""
-    bundled = sorted(BUNDLED.glob("*.safetensors"), key=lambda p: (p.stem != "digits", p.stem))
+    """{path: label} of the bundled checkpoints ("mnist", the default, and "digits" first), then of each run's EMA
+    weights (the run's name) and raw weights ("<name> (raw weights)"). A label is also the page link's ?checkpoint=
+    value: short, and unique ("runs/<label>" for a run named like a bundled checkpoint)."""
+    first = {name: i for i, name in enumerate(FIRST_BUNDLED)}
+    bundled = sorted(BUNDLED.glob("*.safetensors"), key=lambda p: (first.get(p.stem, len(first)), p.stem))
     found = {str(p): p.stem for p in bundled}
     if runs_root.is_dir():
         for run in sorted(p for p in runs_root.iterdir() if p.is_dir()):
@@ -107,7 +116,8 @@ def model_description(ckpt: runs.Checkpoint) -> str:
         what = f"residual MLP, {m.num_layers} × {m.base_channels}"
     else:
         widths = ", ".join(str(m.base_channels * k) for k in m.channel_mults)
-        what = f"UNet ({widths} channels, {m.num_res_blocks} res block(s) per level)"
+        patches = f" on {m.patch_size}×{m.patch_size} patches" if m.patch_size > 1 else ""
+        what = f"UNet{patches} ({widths} channels, {m.num_res_blocks} res block(s) per level)"
     return f"{what}, {params:,} parameters"
 
 
@@ -124,6 +134,7 @@ def config_table(loaded: Loaded) -> str:
         "trained for": f"{ckpt.step:,} steps",
         "file": f"`{ckpt.path}`",
         "sampling on": loaded.device,
+        "precision": "bf16 autocast (as it trained)" if isinstance(loaded.net, BF16Network) else "float32",
     }
     return "| setting | value |\n| --- | --- |\n" + "".join(f"| {k} | {v} |\n" for k, v in rows.items())
 
@@ -258,8 +269,9 @@ def progress_callback(bar):
 def _metric(samples: torch.Tensor, loaded: Loaded) -> tuple[dict | None, str]:
     if len(samples) < 2:
         return None, "The quality metric needs N ≥ 2."
-    try:
-        return quality_metrics(samples, loaded.ckpt.config), ""
+    try:  # real images from the server's data root, the one place the UI reads data sets from
+        config = loaded.ckpt.config.replace(data_root=str(links.classroom().data_root))
+        return quality_metrics(samples, config), ""
     except (DatasetError, ValueError) as e:
         return None, f"No quality metric: {e}"
 
@@ -284,11 +296,18 @@ def was_cancelled() -> str:
     return st.session_state.pop(RUNNING, "")
 
 
+def gif_images(shape: tuple[int, ...]) -> int:
+    """How many of the samples (N, C, H, W) the trajectory GIF shows: at most GIF_MAX_IMAGES, and a square number
+    within GIF_MAX_PIXELS per frame (64 digits of 8×8, 16 of 28×28), at least 4."""
+    side = max(2, math.isqrt(GIF_MAX_PIXELS // (shape[-1] * shape[-2])))
+    return min(shape[0], GIF_MAX_IMAGES, side * side)
+
+
 def generate(loaded: Loaded, settings: dict) -> SampleView:
     """Sample with a progress bar, then draw the GIF and the PNG and score the samples."""
     bar = st.progress(0.0, text="Sampling…")
     args = sample_arguments(settings)  # class_label → y: one label per sample
-    result = sample(loaded.ckpt.model, loaded.diffusion, settings["n"], loaded.ckpt.sample_shape,
+    result = sample(loaded.net, loaded.diffusion, settings["n"], loaded.ckpt.sample_shape,
                     progress=progress_callback(bar), **args)  # fmt: skip
     bar.progress(1.0, text="Drawing the GIF and scoring the samples…")
     if loaded.points:
@@ -296,7 +315,8 @@ def generate(loaded: Loaded, settings: dict) -> SampleView:
         gif, final = trajectory_gif(result.trajectory, lim=lim), points_frame(result.samples, lim=lim)
     else:
         lim = 1.0
-        shown = [StepRecord(r.t, r.x_t[:GIF_MAX_IMAGES], r.x0_pred[:GIF_MAX_IMAGES]) for r in result.trajectory]
+        k = gif_images(result.samples.shape)
+        shown = [StepRecord(r.t, r.x_t[:k], r.x0_pred[:k]) for r in result.trajectory]
         gif, final = trajectory_gif(shown), image_grid(result.samples)
     metric, note = _metric(result.samples, loaded)
     if settings.get("class_label") is not None and metric is not None:
@@ -338,7 +358,7 @@ def run_compare(loaded: Loaded, settings: dict, chosen: list[SamplerSetting]) ->
     settings = {**settings, "n": min(settings["n"], max_n)}
     bar = st.progress(0.0, text="Sampling…")
     cells = compare_samplers(
-        loaded.ckpt.model, loaded.diffusion, loaded.ckpt.sample_shape, chosen, settings["n"], settings["seed"],
+        loaded.net, loaded.diffusion, loaded.ckpt.sample_shape, chosen, settings["n"], settings["seed"],
         metric=(lambda s: _metric(s, loaded)[0]), eta=settings["eta"], variance=settings["variance"],
         clip_x0=settings["clip_x0"], progress=progress_callback(bar),
     )  # fmt: skip

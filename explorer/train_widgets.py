@@ -11,14 +11,13 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
-import torch
 from plotly.colors import qualitative
 
 from ddpm_core import run_history as rh
 from ddpm_core import runs
 from ddpm_core.config import TrainConfig
 from ddpm_core.data import POINT_DATASETS
-from ddpm_core.devices import mps_available
+from ddpm_core.devices import cpu_native_bf16, mps_available
 from ddpm_core.images import OnDisk, datasets_on_disk
 from ddpm_core.models import PRESETS
 from explorer import links
@@ -31,25 +30,9 @@ from explorer.widgets import schedule_picker
 REFRESH_S = 1.5  # the live panel rereads the run folder this often while the run trains
 LIVE = ("queued", "starting", "running")  # states whose panel polls the run folder
 COLORS = qualitative.Plotly
-DEFAULT_RECIPE = "CPU: digits in a minute"
-RECIPES: dict[str, dict] = {
-    DEFAULT_RECIPE: dict(dataset="digits", model="auto", image_size=0, T=1000, steps=1500, batch_size=128, lr=2e-3,
-                         warmup=100, ema_decay=0.999, preview_every=500, preview_n=64),
-    "2D: swiss roll in 20 s": dict(dataset="swiss_roll", model="auto", image_size=0, T=200, steps=1000,
-                                   batch_size=256, lr=5e-3, warmup=100, ema_decay=0.99, preview_every=250,
-                                   preview_n=1000),
-    "GPU: MNIST 32×32": dict(dataset="mnist", model="small", image_size=32, T=1000, steps=4000, batch_size=256,
-                             lr=2e-3, warmup=200, ema_decay=0.999, preview_every=1000, preview_n=64),
-}  # fmt: skip
-RECIPE_NOTES = {
-    DEFAULT_RECIPE: "The tiny UNet on scikit-learn's 8×8 digits: recognisable digits after a minute on a laptop CPU.",
-    "2D: swiss roll in 20 s": "A residual MLP learns a 2D point cloud; T = 200 steps are plenty in 2D, and a short "
-    "EMA (0.99) lets the preview show the roll after 1,000 steps.",
-    "GPU: MNIST 32×32": "The small UNet (6 M parameters) on MNIST padded to 32×32: a few minutes on a GPU.",
-}
 FORM = ("dataset", "folder", "classes", "image_size", "model", "base_channels", "steps", "batch_size",
         "lr", "warmup", "ema_decay", "seed", "device", "log_every", "preview_every", "preview_n", "preview_steps",
-        "checkpoint_every", "evaluate_n", *OBJECTIVE)  # fmt: skip
+        "checkpoint_every", "evaluate_n", "cpu_bf16", *OBJECTIVE)  # fmt: skip
 TORCHVISION = ("mnist", "fashion_mnist", "cifar10")
 
 
@@ -78,64 +61,8 @@ def folder_inside(root: Path, text: str) -> str:
     return str(folder)
 
 
-def _apply_recipe() -> None:
-    st.session_state.update(RECIPES[st.session_state["recipe"]])
-
-
-def _first_recipe() -> str:
-    """The recipe a fresh view starts from: the classroom file's [defaults.train] recipe, else DEFAULT_RECIPE."""
-    chosen = links.classroom().default("train", "recipe")
-    return chosen if chosen in RECIPES else DEFAULT_RECIPE
-
-
-def form_defaults(recipe: str) -> dict:
-    """The form's values with recipe applied: TrainConfig's, the recipe's, then the classroom file's
-    [defaults.train] where they have the field's type (a misfit is reported by explorer.links)."""
-    values = {**TrainConfig().to_dict(), "classes": "", **RECIPES[recipe]}
-    room = links.classroom()
-    for key, value in values.items():
-        chosen = room.default("train", key)
-        if isinstance(value, float) and isinstance(chosen, int) and not isinstance(chosen, bool):
-            chosen = float(chosen)
-        if chosen is not None and type(chosen) is type(value):
-            values[key] = chosen
-    return values
-
-
-def _init_state() -> dict:
-    """Set the form's keys that have no value yet (a first visit, or after the page's widgets were dropped by a visit
-    to another page) and return the fresh view's values, which are the widgets' defaults. A link's recipe fills the
-    keys on the page's first run, before the link's own values, which win (explorer.links)."""
-    fresh = form_defaults(_first_recipe())
-    start, keys = fresh, FORM  # not T: the schedule picker's own default (1000) is the default recipe's
-    linked = st.query_params.get("recipe")
-    if "recipe" not in st.session_state and linked in RECIPES and linked != _first_recipe():
-        start, keys = form_defaults(linked), (*FORM, "T")
-    for key in keys:
-        st.session_state.setdefault(key, start[key])
-    return fresh
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # The form
-
-
-def recipe_picker() -> dict:
-    """The recipe selector; the fresh view's form values (the widgets' defaults)."""
-    fresh = _init_state()
-    left, right = st.columns([1, 2])
-    name = links.selectbox("Recipe", list(RECIPES), key="recipe", default=_first_recipe(), where=left,
-                           on_change=_apply_recipe,
-                           help="Fills the settings below; change any of them afterwards")  # fmt: skip
-    right.caption(RECIPE_NOTES[name])
-    if RECIPES[name]["dataset"] in TORCHVISION:
-        missing = [] if torch.cuda.is_available() else ["a CUDA GPU (none found: on this CPU it would take hours)"]
-        found = on_disk(str(data_root()))[RECIPES[name]["dataset"]]
-        if not found.present:
-            missing.insert(0, f"{found.title} on disk (not under `{found.where}`)")
-        if missing:
-            right.warning(f"This recipe needs {' and '.join(missing)}.")
-    return fresh
 
 
 def _dataset_widgets(fresh: dict) -> bool:
@@ -182,6 +109,10 @@ def _model_widgets(points: bool, fresh: dict) -> None:
                  help=f"0: the preset's, {p['base_channels']}. UNet widths are multiples of 8")  # fmt: skip
     devices = ["auto", "cpu", "cuda", *(["mps"] if mps_available() else [])]
     links.selectbox("Device", devices, key="device", default=fresh["device"] if fresh["device"] in devices else "auto")
+    native = "this CPU has it" if cpu_native_bf16() else "this CPU lacks it: float32 here"
+    links.flag("bf16 on a CPU", key="cpu_bf16", default=fresh["cpu_bf16"],
+               help=f"bf16 autocast where the CPU multiplies bf16 natively (AVX-512 BF16, AMX; {native}); a GPU "
+               "uses bf16 anyway")  # fmt: skip
     st.caption(f"Found: {device_description()}")
 
 
@@ -214,7 +145,7 @@ def config_form(fresh: dict) -> TrainConfig | None:
         for key, label, step, fmt, help in OPTIMISER:
             links.number(label, key=key, default=fresh[key], step=step, help=help, **({"format": fmt} if fmt else {}))
     with st.container(border=True):
-        schedule = schedule_picker()
+        schedule = schedule_picker(default_T=fresh["T"])
     with st.expander("Objective, classes and fine-tuning: ε, x₀ or v; min-SNR-γ; guidance; a starting checkpoint"):
         fine_tune_error()
         objective_widgets(fresh)

@@ -6,6 +6,7 @@ import streamlit as st
 from ddpm_core import run_history as rh
 from explorer import jobs, links
 from explorer import objective_widgets as ow
+from explorer import recipe_widgets as rw
 from explorer import train_queue as tq
 from explorer import train_widgets as tw
 
@@ -30,7 +31,7 @@ reg.poll(root)  # start queued runs whose slot has freed up (a daemon thread doe
 
 st.header("New run")
 if not tq.training_off():  # the teacher's switch: no form, no launch; the runs below stay visible
-    fresh = tw.recipe_picker()
+    fresh = rw.recipe_picker()
     config = tw.config_form(fresh)
     dataset = st.session_state["dataset"]
     name_col, launch_col = st.columns([3, 1], vertical_alignment="bottom")

@@ -60,6 +60,8 @@ def test_moving_t_changes_the_noised_image(app_url, page):
     image = page.locator("[data-testid='stImage'] img").first
     image.wait_for(timeout=60_000)
     wait_for_app(page)
+    page.get_by_text("1×28×28 values").wait_for()  # the default x_0: a bundled MNIST digit
+    page.get_by_text("MNIST test image #8,010").wait_for()
     before = image.get_attribute("src")
     slider = page.locator("input[type='range'][aria-label='t (index)']")
     start = int(slider.get_attribute("value"))
@@ -115,10 +117,11 @@ def test_a_bad_upload_is_rejected_and_a_good_one_is_noised(app_url, page, tmp_pa
     no_exception(page)
 
 
-def test_sampling_digits_shows_an_animated_gif(app_url, page):
+def test_sampling_mnist_by_default_shows_an_animated_gif(app_url, page):
     page.goto(f"{app_url}/sample")
     page.locator(".katex").first.wait_for(timeout=60_000)
     wait_for_app(page)
+    page.get_by_text("UNet on 2×2 patches", exact=False).first.wait_for()  # the bundled MNIST model is the default
     page.get_by_text("DDIM", exact=True).first.click()
     steps = page.get_by_role("spinbutton", name="Steps")
     steps.wait_for(timeout=30_000)

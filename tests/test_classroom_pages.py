@@ -27,7 +27,8 @@ from tests.test_page_train import TINY_FORM, fill, hand_made_run, rerun_until
 
 BUNDLED = ROOT / "assets" / "checkpoints"
 DIGITS, MOONS = str(BUNDLED / "digits.safetensors"), str(BUNDLED / "moons.safetensors")
-SWISS_ROLL = "2D: swiss roll in 20 s"
+MNIST = str(BUNDLED / "mnist.safetensors")  # the Sample page's default
+SWISS_ROLL = "2d-swiss-roll"
 BRIEF = {**TINY_FORM, "steps": 5, "preview_every": 0, "checkpoint_every": 0, "evaluate_n": 0}  # a quick turn
 LONG = {**BRIEF, "steps": 100_000}  # trains until stopped
 
@@ -150,15 +151,42 @@ def test_a_train_link_applies_its_recipe_then_its_own_values(root):
     assert at.number_input(key="steps").value == 700 and "steps=700" in view_link(at)
     again = open_page("train.py", **link_query(view_link(at)))
     assert {k: widget_value(again, k) for k in TRAIN_KEYS} == {k: widget_value(at, k) for k in TRAIN_KEYS}
-    at.selectbox(key="recipe").set_value("CPU: digits in a minute")
+    at.selectbox(key="recipe").set_value("cpu-digits")
     rerun(at)  # choosing a recipe still fills the form
     assert (at.selectbox(key="dataset").value, at.number_input(key="steps").value) == ("digits", 1500)
     assert "recipe=" not in view_link(at) and "steps=" not in view_link(at)  # back to the defaults: a short link
 
 
+def test_a_link_names_a_recipe_by_its_slug_or_its_title_and_an_unknown_one_gets_a_notice(root):
+    hand_made_run(root, "only", [1.0])  # a page with a run shows its "Copy link" (one without stops early)
+    at = open_page("train.py", recipe="2D: swiss roll")  # the title: what the address bar shows (Streamlit's binding)
+    assert not at.warning, warnings(at)
+    assert (at.selectbox(key="recipe").value, at.number_input(key="T").value) == (SWISS_ROLL, 200)
+    assert link_query(view_link(at))["recipe"] == SWISS_ROLL  # "Copy link" writes the slug
+    at = open_page("train.py", recipe="swiss-roll")
+    assert at.selectbox(key="recipe").value == "cpu-digits" and at.number_input(key="steps").value == 1500
+    assert ("The link's recipe=swiss-roll is not one of cpu-digits, cpu-mnist, gpu-mnist, 2d-swiss-roll; the "
+            "default cpu-digits is used instead.") in warnings(at)  # fmt: skip
+
+
+@pytest.mark.parametrize("written", [SWISS_ROLL, "2D: swiss roll"])
+def test_a_teacher_presets_the_recipe_by_its_slug_or_its_title(root, classroom, written):
+    hand_made_run(root, "only", [1.0])
+    classroom(f'[defaults.train]\nrecipe = "{written}"\n')
+    at = open_page("train.py")
+    assert not at.warning, warnings(at)
+    assert at.selectbox(key="recipe").value == SWISS_ROLL
+    assert (at.selectbox(key="dataset").value, at.number_input(key="T").value) == ("swiss_roll", 200)
+    assert "recipe=" not in view_link(at) and "T=" not in view_link(at)  # the server's defaults: a short link
+    classroom('[defaults.train]\nrecipe = "gpu-mnist-64"\n')
+    at = open_page("train.py")
+    assert at.selectbox(key="recipe").value == "cpu-digits"
+    assert "[defaults.train] recipe = 'gpu-mnist-64' is not one of cpu-digits, cpu-mnist, " in warnings(at)
+
+
 def test_bad_link_values_fall_back_with_a_notice(root):
     at = open_page("sample.py", checkpoint="nope", sampler="GAN", n="lots", seed="-4")
-    assert at.selectbox(key="checkpoint").value == DIGITS and at.radio(key="sampler").value == "ddpm"
+    assert at.selectbox(key="checkpoint").value == MNIST and at.radio(key="sampler").value == "ddpm"
     assert (at.number_input(key="n").value, at.number_input(key="seed").value) == (64, 0)
     for key in ("checkpoint=nope", "sampler=GAN", "n=lots", "seed=-4"):
         assert f"The link's {key} is not" in warnings(at)

@@ -51,8 +51,8 @@ def test_the_test_set_alone_is_split_into_training_and_held_out_images(tmp_path)
     assert "40 images to train on, the other 10 held out" in what
     train = load_dataset("mnist", data_root=root, image_size=28)
     held = load_dataset("mnist", data_root=root, image_size=28, train=False)
-    assert np.array_equal(((held.x[:, 0].numpy() + 1) * 127.5).round(), images["t10k"][:10])
-    assert np.array_equal(((train.x[:, 0].numpy() + 1) * 127.5).round(), images["t10k"][10:])
+    assert np.array_equal(((held.x[:, 0].numpy() + 1) * 127.5).round(), images["t10k"][40:])
+    assert np.array_equal(((train.x[:, 0].numpy() + 1) * 127.5).round(), images["t10k"][:40])
 
 
 def test_a_test_set_copied_as_the_training_set_is_split_too(tmp_path):

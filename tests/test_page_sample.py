@@ -16,11 +16,13 @@ from streamlit.testing.v1 import AppTest
 
 from ddpm_core.gif import MAX_GIF_WIDTH
 from ddpm_core.runs import load_checkpoint
+from explorer.sample_widgets import gif_images
 from tests.apptest_helpers import open_page, rerun
 from tests.conftest import ROOT
 
 BUNDLED = ROOT / "assets" / "checkpoints"
 DIGITS, MOONS = str(BUNDLED / "digits.safetensors"), str(BUNDLED / "moons.safetensors")
+MNIST = str(BUNDLED / "mnist.safetensors")
 GIF_URI = re.compile(r'src="data:image/gif;base64,([A-Za-z0-9+/=]+)"')
 
 
@@ -73,15 +75,17 @@ def test_page_renders_lists_the_bundled_checkpoints_and_shows_the_config(at):
     assert at.title[0].value == "Sample" and not at.error
     labels = at.selectbox(key="checkpoint").options
     assert labels == [
+        "mnist",
         "digits",
         "8gaussians",
         "digits_cond",
         "moons",
         "swiss_roll",
     ]  # short: a label is also the link's value
-    params = sum(p.numel() for p in load_checkpoint(DIGITS).model.parameters())
+    params = sum(p.numel() for p in load_checkpoint(MNIST).model.parameters())  # the default: MNIST 28×28
     table = next(t for t in texts(at) if t.startswith("| setting | value |"))
-    assert f"{params:,} parameters" in table and "| T | 1,000 |" in table and "digits" in table
+    assert f"{params:,} parameters" in table and "| T | 1,000 |" in table and "mnist" in table
+    assert "UNet on 2×2 patches" in table
     assert at.number_input(key="n").max == 256 and at.checkbox(key="clip_x0").value  # images: clip by default
     latex = " ".join(e.value for e in at.latex)
     assert r"\frac{1}{\sqrt{\alpha_t}}" in latex and r"\sigma_t^2 = \beta_t" in latex
@@ -168,6 +172,8 @@ def test_a_broken_checkpoint_shows_an_error_and_the_page_still_works(runs_root, 
 
 
 def test_ddpm_vs_ddim_fills_a_grid_from_one_seed(at):
+    at.selectbox(key="checkpoint").set_value(DIGITS)  # the digits have a classifier's metric under each cell
+    rerun(at)
     assert at.multiselect(key="compare_settings").value == ["DDIM-50", "DDIM-20", "DDIM-10"]
     at.number_input(key="n").set_value(4)
     at.multiselect(key="compare_settings").set_value(["DDIM-20", "DDIM-10"])
@@ -179,3 +185,15 @@ def test_ddpm_vs_ddim_fills_a_grid_from_one_seed(at):
     assert [t.split(" — ")[0] for t in shown] == ["**DDIM-20**", "**DDIM-10**"]
     assert {"DDIM-20", "DDIM-10"} <= set(image_captions(at))
     assert sum("confidence" in t for t in texts(at)) == 2  # a metric under each cell
+
+
+def test_the_default_mnist_model_samples_and_its_gif_shows_a_few_digits(at):
+    assert at.selectbox(key="checkpoint").value == MNIST
+    generate(at, MNIST, n=64, steps=5)
+    assert at.session_state["sample.result"].result.samples.shape == (64, 1, 28, 28)
+    picture = gif(at)
+    assert picture.n_frames == 6
+    sizes = {gif_images((64, 1, 8, 8)), gif_images((64, 1, 28, 28)), gif_images((3, 1, 28, 28))}
+    assert sizes == {64, 16, 3}  # 64 digits of 8×8, 16 of MNIST's 28×28, never more than drawn
+    digits = generate(open_page("sample.py"), DIGITS, n=64, steps=5)
+    assert picture.width < gif(digits).width  # a 4 × 4 grid of MNIST digits, narrower than 8 × 8 digits

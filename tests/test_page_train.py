@@ -10,12 +10,15 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from ddpm_core import run_history as rh
 from ddpm_core import runs
 from ddpm_core.config import TrainConfig
+from ddpm_core.images import datasets_on_disk
+from ddpm_core.recipes import DEFAULT_RECIPE, RECIPES
 from explorer.jobs import MAX_RUNS_ENV
 from explorer.train_widgets import registry
 from tests.apptest_helpers import open_page, rerun
@@ -126,19 +129,43 @@ def test_page_renders_the_objective_the_form_and_the_device(at):
     assert at.title[0].value == "Train"
     latex = " ".join(e.value for e in at.latex)
     assert r"\epsilon_\theta" in latex and r"\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon" in latex
-    assert at.selectbox(key="recipe").value == "CPU: digits in a minute"
+    assert at.selectbox(key="recipe").value == DEFAULT_RECIPE
+    assert at.selectbox(key="recipe").options == [r.title for r in RECIPES.values()]  # slugs, shown by their titles
     assert at.number_input(key="steps").value == 1500 and at.selectbox(key="dataset").value == "digits"
     assert any(c.value.startswith("Found: ") for c in at.caption)
     assert at.info[0].value.startswith("No runs in")
-    at.selectbox(key="recipe").set_value("2D: swiss roll in 20 s")
+    at.selectbox(key="recipe").set_value("2d-swiss-roll")
     rerun(at)
     assert (at.selectbox(key="dataset").value, at.number_input(key="batch_size").value) == ("swiss_roll", 256)
     assert (at.number_input(key="T").value, at.number_input(key="preview_n").value) == (200, 1000)
     assert at.selectbox(key="model").options[1:] == ["mlp"]  # no UNet preset for points
-    at.selectbox(key="recipe").set_value("GPU: MNIST 32×32")
+    at.selectbox(key="recipe").set_value("gpu-mnist")
     rerun(at)  # no MNIST under the repository's data/: the recipe says so, and launching is off
     assert any("needs MNIST on disk" in w.value for w in at.warning)
+    assert any("a CUDA GPU" in w.value for w in at.warning) != torch.cuda.is_available()
     assert at.button(key="launch").disabled and "not on disk" in at.info[0].value
+
+
+def form_value(at: AppTest, key: str):
+    """A form widget's value by key (= TrainConfig field name): a selectbox, a number or a checkbox."""
+    found = [w for kind in ("selectbox", "number_input", "checkbox", "toggle") for w in at.get(kind) if w.key == key]
+    return found[0].value
+
+
+def test_the_cpu_mnist_recipe_fills_the_form_and_says_how_to_get_mnist(at, root, monkeypatch):
+    monkeypatch.setenv("DDPM_EXPLORER_DATA", str(root / "data"))  # a data root without MNIST
+    at.selectbox(key="recipe").set_value("cpu-mnist")
+    rerun(at)
+    overlay = RECIPES["cpu-mnist"].overlay
+    assert {key: form_value(at, key) for key in overlay} == overlay
+    how_to_get = {d.name: d for d in datasets_on_disk(root / "data")}["mnist"].how_to_get()
+    assert how_to_get in [i.value for i in at.info] and "--download" in how_to_get
+    warning = " ".join(w.value for w in at.warning)
+    assert "needs MNIST on disk" in warning and "GPU" not in warning and at.button(key="launch").disabled
+    at.selectbox(key="recipe").set_value("cpu-digits")
+    rerun(at)  # a setting only cpu-mnist's overlay names goes back to the fresh view's value
+    assert form_value(at, "evaluate_n") == TrainConfig().evaluate_n and form_value(at, "dataset") == "digits"
+    assert not at.warning and not at.button(key="launch").disabled
 
 
 def test_a_run_launched_from_the_page_is_watched_until_done(at, root):
