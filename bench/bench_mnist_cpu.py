@@ -46,6 +46,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -57,7 +58,7 @@ from bench.bench_throughput import matmul_peak  # noqa: E402
 from bench.common import machine, publish  # noqa: E402
 from bench.seed_recipe import SeedRecipe  # noqa: E402
 from ddpm_core import runs  # noqa: E402
-from ddpm_core.classifier import load_feature_extractor, train_classifier  # noqa: E402
+from ddpm_core.classifier import SmallCNN, train_classifier  # noqa: E402
 from ddpm_core.data import load_dataset  # noqa: E402
 from ddpm_core.devices import cpu_flags, cpu_native_bf16, for_sampling, uses_bf16  # noqa: E402
 from ddpm_core.diffusion import Diffusion  # noqa: E402
@@ -85,15 +86,11 @@ class Judge:
 
     def __init__(self, root: Path, held_out: torch.Tensor):
         path, self.accuracy = train_classifier("mnist", root, log=lambda _: None)
-        self.features = load_feature_extractor(root, "mnist", 28)
-        from ddpm_core.classifier import SmallCNN
-
-        self.held_out = held_out
         self.net = SmallCNN(1, 10)
-        from safetensors.torch import load_file
-
-        self.net.load_state_dict(load_file(str(path)))
+        self.net.load_state_dict(load_file(str(path)))  # the file evaluate's feature extractor reads
         self.net.eval()
+        self.features = torch.no_grad()(self.net.features)
+        self.held_out = held_out
 
     @torch.no_grad()
     def __call__(self, samples: torch.Tensor) -> dict:
