@@ -31,12 +31,15 @@ self-contained checkpoint (assets/checkpoints/mnist.safetensors is made so).
 
 Usage: python bench/bench_mnist_cpu.py --data-root ../shared/data/mnist [--budgets 30 60 120 300 600]
            [--peer-budgets 150 300 600] [--n 1000] [--peers course diffusers] [--out bench/mnist_cpu] [--write]
-           [--save-checkpoint assets/checkpoints/mnist.safetensors]
+           [--save-checkpoint assets/checkpoints/mnist.safetensors] [--set KEY=VALUE ...]
+--set changes the recipe's TrainConfig fields for a probe (`--set loss_weighting=min_snr lr=0.004`); the section it
+writes names them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import tempfile
@@ -131,8 +134,8 @@ class Contestant:
         return out[..., c : out.shape[-2] - c, c : out.shape[-1] - c] if c else out
 
 
-def ours(root: Path, run_dir: Path) -> tuple[Contestant, Trainer]:
-    config = recipe_config(RECIPE, data_root=str(root), steps=10**9, preview_every=0, checkpoint_every=0,
+def ours(root: Path, run_dir: Path, changes: dict) -> tuple[Contestant, Trainer]:
+    config = recipe_config(RECIPE, **changes, data_root=str(root), steps=10**9, preview_every=0, checkpoint_every=0,
                            evaluate_n=0, log_every=10**9, out=str(run_dir))  # fmt: skip
     trainer = Trainer(config, run_dir, log=lambda _: None)
     batches = trainer.batches()
@@ -245,6 +248,24 @@ def flags_line() -> str:
     return ", ".join(f for f in wanted if f in cpu_flags()) or "none of AVX2 / AVX-512"
 
 
+def parse_changes(p: argparse.ArgumentParser, pairs: list[str]) -> dict:
+    """--set KEY=VALUE pairs as TrainConfig fields; a value is read as JSON, else kept as a string."""
+    changes = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            p.error(f"--set takes KEY=VALUE, got {pair!r}")
+        try:
+            changes[key] = json.loads(value)
+        except json.JSONDecodeError:
+            changes[key] = value
+    try:
+        recipe_config(RECIPE, **changes)
+    except (TypeError, ValueError) as e:
+        p.error(str(e))
+    return changes
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-root", type=Path, required=True, help="holds MNIST/raw/t10k-*-idx?-ubyte[.gz]")
@@ -256,7 +277,10 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "mnist_cpu")
     p.add_argument("--save-checkpoint", type=Path, help="write our final EMA weights here (.safetensors)")
     p.add_argument("--write", action="store_true", help="append the section to bench/RESULTS.md")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="probe: change the recipe's TrainConfig fields (JSON values), e.g. lr=0.004")  # fmt: skip
     args = p.parse_args()
+    changes = parse_changes(p, args.set)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -273,14 +297,15 @@ def main() -> None:
     for name, r in refs.items():
         print(f"  reference {name}: FD {r['fd']:.2f}, confidence {r['confidence']:.3f}", flush=True)
 
-    mine, trainer = ours(root, tmp / "run")
+    mine, trainer = ours(root, tmp / "run", changes)
     bf16 = uses_bf16(trainer.device, trainer.config.mixed_precision, trainer.config.cpu_bf16)
     flops = flops_per_image(trainer.model)
     results = {"ours": race(mine, args.budgets, judge, args.n, args.out)}
     sampling = sampling_times(mine)
     if args.save_checkpoint:
         info = runs.data_info(trainer.data)
-        config = recipe_config(RECIPE, steps=trainer.step)  # the recipe's settings (data_root "data"), not the bench's
+        # the recipe's settings (data_root "data"), not the bench's
+        config = recipe_config(RECIPE, **changes, steps=trainer.step)
         runs.save_weights(args.save_checkpoint, trainer.ema.model, config, trainer.model_config, trainer.step, info)
         print(f"saved {args.save_checkpoint} (step {trainer.step})", flush=True)
     peers = {"course": lambda: course(train.x), "diffusers": lambda: diffusers_peer(train.x)}
@@ -302,12 +327,14 @@ def report(args, refs, results, sampling, flops, peaks, bf16, trainer, sizes, ac
     blur = refs["blurred"]["fd"]
     noisy = next(v["fd"] for k, v in refs.items() if k.startswith("noisy"))
     gflops = flops * images_per_s / 1e9
+    peers = f"--peer-budgets {' '.join(f'{b:g}' for b in args.peer_budgets)}" if args.peers else "--peers"
     lines = [
         f"## MNIST 28×28 on the CPU — {time.strftime('%Y-%m-%d')} — {machine()}",
         "",
         f"`python bench/bench_mnist_cpu.py --data-root <MNIST test set> --budgets "
-        f"{' '.join(f'{b:g}' for b in args.budgets)} --peer-budgets {' '.join(f'{b:g}' for b in args.peer_budgets)}"
-        f"{' --write' if args.write else ''}` ({wall_s / 60:.0f} min). CPU flags: {flags_line()}; matmul peak on "
+        f"{' '.join(f'{b:g}' for b in args.budgets)} {peers}"
+        f"{''.join(f' --set {c}' for c in args.set)}{' --write' if args.write else ''}` ({wall_s / 60:.0f} min). "
+        f"CPU flags: {flags_line()}; matmul peak on "
         f"{args.threads} threads (2048², best of 5): {peaks[torch.float32]:.1f} GFLOP/s fp32, "
         f"{peaks[torch.bfloat16]:.1f} bf16. MNIST's test set: images 0–{TRAIN_END - 1:,} train, the rest held out. "
         f"FD in the project's MNIST classifier's feature space (its held-out accuracy {accuracy:.1%}), {args.n} "

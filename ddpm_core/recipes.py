@@ -39,9 +39,11 @@ RECIPES: dict[str, Recipe] = {r.slug: r for r in (
                 warmup=100, ema_decay=0.999, preview_every=500, preview_n=64)),
     Recipe("cpu-mnist", "MNIST 28×28 on a CPU",
            "A UNet on 2×2 patches of MNIST's own 28×28 (32 and 64 channels at 14 and 7 px), sized for a laptop "
-           "CPU, in bf16 where the CPU has it; MNIST must be on disk (the CLI's --download fetches it).",
+           "CPU, in bf16 where the CPU has it, with min-SNR-5 loss weights (Hang et al. 2023); MNIST must be on disk "
+           "(the CLI's --download fetches it).",
            dict(dataset="mnist", model="patch", image_size=0, T=1000, steps=3000, batch_size=128, lr=2e-3,
-                warmup=100, ema_decay=0.999, cpu_bf16=True, preview_every=500, preview_n=64, evaluate_n=0)),
+                warmup=100, ema_decay=0.999, cpu_bf16=True, loss_weighting="min_snr", min_snr_gamma=5.0,
+                preview_every=500, preview_n=64, evaluate_n=0)),
     Recipe("gpu-mnist", "MNIST 32×32 on a GPU",
            "The small UNet (6 M parameters) on MNIST padded to 32×32, with bf16 autocast on CUDA; MNIST must be "
            "on disk.",
