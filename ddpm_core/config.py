@@ -15,6 +15,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from ddpm_core.data import DATASETS, POINT_DATASETS, Dataset, load_dataset
+from ddpm_core.model_limits import check_model_size
 from ddpm_core.models import PRESETS, ModelConfig
 from ddpm_core.schedules import SCHEDULES, make_schedule
 
@@ -187,8 +188,13 @@ def validate(c: TrainConfig) -> None:
     _positive(c, "lr", "batch_size", "log_every", "preview_n", "preview_steps", "n_points")
     if c.epochs < 0 or (c.epochs == 0 and c.steps <= 0):
         raise ValueError(f"steps must be positive (or epochs > 0), got steps={c.steps}, epochs={c.epochs}")
-    if c.batch_size > 4096:
-        raise ValueError(f"batch_size must be at most 4096, got {c.batch_size}")
+    # upper bounds on everything that scales time or memory: a shared server runs strangers' config files
+    for n, hi in (("batch_size", 4096), ("steps", 1_000_000), ("epochs", 10_000), ("preview_n", 4096),
+                  ("n_points", 1_000_000), ("image_size", 64)):  # fmt: skip
+        if getattr(c, n) > hi:
+            raise ValueError(f"{n} must be at most {hi}, got {getattr(c, n)}")
+    if c.base_channels and not 8 <= c.base_channels <= 1024:
+        raise ValueError(f"base_channels must be 0 (the preset's) or lie in [8, 1024], got {c.base_channels}")
     if c.lr > 1.0:
         raise ValueError(f"lr must be at most 1, got {c.lr}")
     if not 0.0 <= c.ema_decay < 1.0:
@@ -211,11 +217,23 @@ def validate(c: TrainConfig) -> None:
         raise ValueError(f"resize_mode must be pad or resize, got {c.resize_mode!r}")
     if c.channels not in (0, 1, 3):
         raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {c.channels}")
+    _check_model_size(c)
     c.make_schedule()  # raises ValueError naming a bad schedule parameter (T < 2, β outside (0, 1), …)
     if c.preview_steps > c.T:
         raise ValueError(f"preview_steps ({c.preview_steps}) cannot exceed T ({c.T})")
     if c.dataset == "folder" and not c.folder:
         raise ValueError("dataset=folder needs --folder PATH, a folder of images")
+
+
+def _check_model_size(c: TrainConfig) -> None:
+    """Refuse a preset and width too large to build, before any data is loaded: the data's shape is not known yet,
+    so this assumes the largest built-in one (3 × 32 × 32, or image_size when given)."""
+    preset = c.model if c.model != "auto" else ("mlp" if c.is_points else "tiny")
+    settings = {**ModelConfig().to_dict(), **PRESETS[preset], "in_channels": 2 if c.is_points else c.channels or 3}
+    settings["image_size"] = c.image_size or 32
+    if c.base_channels:
+        settings["base_channels"] = c.base_channels
+    check_model_size(types.SimpleNamespace(**settings))
 
 
 # ----------------------------------------------------------------------------------------------------------------

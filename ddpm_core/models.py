@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ddpm_core.model_limits import check_model_size
+
 ModelKind = Literal["unet", "mlp"]
 
 
@@ -63,9 +65,31 @@ PRESETS: dict[str, dict] = {
 }
 
 
+# Upper bounds on every field that scales memory or time: generous for real use (the presets, and all the Train page
+# makes, lie well inside), small enough that a stranger's checkpoint cannot make the server build a network without
+# end. check_model_size then bounds what the fields imply together (parameters, activations).
+MAX_IN_CHANNELS, MAX_CLASSES, MAX_LAYERS, MAX_BLOCKS, MAX_LEVELS, MAX_MULT = 64, 1000, 64, 8, 6, 8
+
+
+def _whole(name: str, value, lo: int, hi: int, check_range: bool = True) -> None:
+    """A JSON number that is not a whole number (2.5, true) would fail deep inside the network, or loop forever."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be a whole number in [{lo}, {hi}], got {value!r}")
+    if check_range and value > hi:
+        raise ValueError(f"{name} must lie in [{lo}, {hi}], got {value}")
+
+
 def validate_model_config(c: ModelConfig) -> None:
+    """ValueError naming the first field out of range, or a network too large to build (nothing is built)."""
     if c.kind not in ("unet", "mlp"):
         raise ValueError(f"unknown model kind {c.kind!r}; valid values: unet, mlp")
+    _whole("in_channels", c.in_channels, 1, MAX_IN_CHANNELS)
+    _whole("base_channels", c.base_channels, 8, 1024)
+    _whole("num_classes", c.num_classes, 0, MAX_CLASSES)
+    if isinstance(c.dropout, bool) or not isinstance(c.dropout, int | float):
+        raise ValueError(f"dropout must be a number in [0, 1), got {c.dropout!r}")
+    if c.in_channels < 1:
+        raise ValueError(f"in_channels must lie in [1, {MAX_IN_CHANNELS}], got {c.in_channels}")
     if c.base_channels < 8 or c.base_channels > 1024:
         raise ValueError(f"base_channels must lie in [8, 1024], got {c.base_channels}")
     if not 0.0 <= c.dropout < 1.0:
@@ -75,15 +99,28 @@ def validate_model_config(c: ModelConfig) -> None:
     if c.prediction not in ("eps", "x0", "v"):
         raise ValueError(f"unknown prediction type {c.prediction!r}; valid values: eps, x0, v")
     if c.kind == "mlp":
+        _whole("num_layers", c.num_layers, 1, MAX_LAYERS)
         if c.num_layers < 1:
             raise ValueError(f"num_layers must be ≥ 1, got {c.num_layers}")
+        check_model_size(c)
         return
+    _whole("image_size", c.image_size, 8, 64, check_range=False)  # ranges checked below, with their own messages
+    _whole("patch_size", c.patch_size, 1, 4, check_range=False)
+    _whole("num_res_blocks", c.num_res_blocks, 1, MAX_BLOCKS)
     if c.in_channels not in (1, 3):
         raise ValueError(f"the UNet takes 1 or 3 image channels, got {c.in_channels}")
     if not 8 <= c.image_size <= 64:
         raise ValueError(f"the UNet takes images of 8×8 up to 64×64, got {c.image_size}×{c.image_size}")
+    if len(c.channel_mults) > MAX_LEVELS:
+        raise ValueError(f"channel_mults must have 1 to {MAX_LEVELS} levels, got {len(c.channel_mults)}")
+    for m in c.channel_mults:
+        _whole("each of channel_mults", m, 1, MAX_MULT)
     if not c.channel_mults or any(m < 1 for m in c.channel_mults) or c.num_res_blocks < 1:
         raise ValueError("channel_mults must be positive and num_res_blocks ≥ 1")
+    if len(c.attention_resolutions) > MAX_LEVELS:
+        raise ValueError(f"attention_resolutions may list at most {MAX_LEVELS} sizes, got {c.attention_resolutions}")
+    for r in c.attention_resolutions:
+        _whole("each of attention_resolutions", r, 1, 64)
     if c.base_channels % 8:
         raise ValueError(f"base_channels must be a multiple of 8 (GroupNorm groups), got {c.base_channels}")
     if c.patch_size not in (1, 2, 4) or c.image_size % c.patch_size:
@@ -95,6 +132,7 @@ def validate_model_config(c: ModelConfig) -> None:
             f"{f' after {c.patch_size}×{c.patch_size} patches' if c.patch_size > 1 else ''} down to ≥ 2 px; "
             f"use fewer channel_mults or pad the images (e.g. MNIST's 28 to 32)"
         )
+    check_model_size(c)
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:

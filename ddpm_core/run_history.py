@@ -52,6 +52,17 @@ def read_status(run_dir: Path) -> dict:
     return _dict(runs.read_status(run_dir))
 
 
+def status_being_written(run_dir: Path) -> bool:
+    """Whether status.json is missing or unreadable while its atomic write's temp file is there (caught
+    mid-rename): its state is unknown for a moment, not lost."""
+    try:
+        return any(Path(run_dir).glob(f".{runs.STATUS}.*.tmp")) and not isinstance(
+            runs.read_json(Path(run_dir) / runs.STATUS), dict
+        )
+    except OSError:
+        return False
+
+
 def read_records(run_dir: Path) -> list[dict]:
     """The metrics.jsonl records that have a numeric step and loss, in file order (a half-written last line, a
     non-object line or a record without a loss is skipped)."""

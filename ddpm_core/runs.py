@@ -84,7 +84,7 @@ def write_json(path: Path, obj) -> None:
 def read_json(path: Path, default=None):
     try:
         return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+    except (OSError, ValueError):  # missing, its folder deleted, a folder itself; half-written or not UTF-8 JSON
         return default
 
 
@@ -96,9 +96,9 @@ def append_metrics(run_dir: Path, record: dict) -> None:
 
 def read_metrics(run_dir: Path) -> list[dict]:
     """All complete lines of metrics.jsonl (a line being written right now is skipped)."""
-    try:
-        lines = (Path(run_dir) / METRICS).read_text().splitlines()
-    except FileNotFoundError:
+    try:  # a garbled byte costs its line only; a vanished run folder has no records
+        lines = (Path(run_dir) / METRICS).read_text(errors="replace").splitlines()
+    except OSError:
         return []
     out = []
     for line in lines:
@@ -123,7 +123,11 @@ def write_status(run_dir: Path, state: str, **fields) -> dict:
 
 
 def read_status(run_dir: Path) -> dict:
-    return read_json(Path(run_dir) / STATUS, {})
+    """status.json as a dict; {} (state unknown) when it is missing, half-written or not an object."""
+    for _ in range(2):  # one more look: a writer that is not atomic (or a copy) may be caught mid-write
+        if isinstance(status := read_json(Path(run_dir) / STATUS), dict):
+            return status
+    return {}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -196,7 +200,6 @@ def load_checkpoint(path: str | Path, prefer_ema: bool = True) -> Checkpoint:
     try:
         with safe_open(str(file), framework="pt") as f:
             meta = f.metadata() or {}
-        tensors = load_file(str(file))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(
             f"{file} is not a readable safetensors checkpoint (truncated or another format): {e}"
@@ -220,6 +223,10 @@ def load_checkpoint(path: str | Path, prefer_ema: bool = True) -> Checkpoint:
     if not isinstance(data, dict) or data.get("shape") != takes:
         shape = data.get("shape") if isinstance(data, dict) else data
         raise CheckpointError(f"{file}: its data shape {shape} does not fit its model, which takes {takes}")
+    try:  # only now, with the config's size checked (ModelConfig refuses a network too large), read the weights
+        tensors = load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{file} is not a readable safetensors checkpoint (truncated?): {e}") from None
     model = build_model(model_config)
     try:
         model.load_state_dict(tensors, strict=True)

@@ -8,15 +8,17 @@ checkpoint (its settings are the base, the flags given override them).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
-from ddpm_core import runs
+from ddpm_core import distributed, runs
 from ddpm_core.config import TrainConfig, add_config_flags, config_from_args, read_config_file
 from ddpm_core.data import DatasetError
 from ddpm_core.models import count_parameters
 from ddpm_core.recipes import RECIPES, recipe
 from ddpm_core.run_history import headline_metric
+from ddpm_core.run_lock import LOCK, RunLock
 from ddpm_core.train import Trainer, TrainingError
 
 
@@ -31,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-recipes", action="store_true", help="print the recipes (slug, title, note) and exit")
     p.add_argument("--config", type=Path, help="a JSON file with TrainConfig fields; flags given override it")
     p.add_argument("--resume", action="store_true", help="continue the run in --out/--name from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an --out folder that holds another run's settings and metrics")  # fmt: skip
     add_config_flags(p)
     return p
 
@@ -52,6 +56,33 @@ def new_run_config(args: argparse.Namespace) -> TrainConfig:
         what = "--resume continues a run" if args.resume else "--init-from fine-tunes a checkpoint"
         raise ValueError(f"--recipe gives a new run's settings, but {what} with its own: drop one of them")
     return config
+
+
+def refuse_another_run(run_dir: Path, config: TrainConfig) -> None:
+    """ValueError when run_dir holds another run, whose config.json, metrics and status a new run would overwrite.
+
+    Fine: a missing or empty folder, one whose config.json is this run's (the app writes it, then starts the CLI on
+    it; or a failed start tried again), one the app queued, or one holding only the lock."""
+    try:
+        entries = {p.name for p in run_dir.iterdir()} - {LOCK}
+    except (FileNotFoundError, NotADirectoryError):
+        return  # missing; a file in the way fails when the folder is made, with its own message
+    if not entries:
+        return
+    if runs.read_status(run_dir).get("state") == "queued":
+        return
+    saved = runs.read_json(run_dir / runs.CONFIG)
+    if isinstance(saved, dict):
+        ours, theirs = config.to_dict(), dict(saved)
+        for key in ("out", "name"):  # where the run lives, not what it is
+            ours.pop(key, None), theirs.pop(key, None)
+        if ours == theirs:
+            return
+    what = "another run's config.json" if runs.CONFIG in entries else f"{len(entries)} other file(s)"
+    raise ValueError(
+        f"{run_dir} already holds {what}, which this run would overwrite; pick another --out/--name, pass --resume "
+        f"to continue that run, or --overwrite to replace it"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,8 +107,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(
                 f"{run_dir} already holds a trained model; pass --resume to continue it or pick another --out/--name"
             )
-        trainer = Trainer(config, run_dir, resume=args.resume)
-        status = trainer.train()
+        if not args.resume and not args.overwrite:
+            refuse_another_run(run_dir, config)
+        world = distributed.world_from_env()
+        with RunLock(run_dir) if world.is_main else contextlib.nullcontext():  # torchrun: rank 0 speaks for all
+            trainer = Trainer(config, run_dir, resume=args.resume)
+            status = trainer.train()
     except (ValueError, DatasetError, runs.CheckpointError, TrainingError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)  # status.json records it too
         return 1 if isinstance(e, TrainingError | OSError) else 2

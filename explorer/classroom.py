@@ -8,6 +8,7 @@
     enabled = true           # false: nobody can launch or resume a run from the UI (the CLI still can)
     max_concurrent = 1       # runs training at once; later ones wait in a queue (default: 1 on a CPU, 2 with a GPU)
     per_session = 1          # runs one browser session may have training or waiting
+    max_steps = 20000        # optimiser steps a run launched or resumed from the UI may train to (default: no cap)
 
     [sampling]
     max_n = 256              # samples per request (2D point clouds: 8× as many points)
@@ -57,6 +58,7 @@ class Classroom:
     training: bool = True
     max_concurrent: int | None = None  # None: 1 on a CPU, 2 with a GPU (explorer.jobs decides)
     per_session: int = 1
+    max_train_steps: int | None = None  # None: no cap (one user on a laptop may train as long as they like)
     max_n: int = MAX_N
     max_steps: int = MAX_STEPS
     hidden_pages: tuple[str, ...] = ()
@@ -147,12 +149,27 @@ def _text(v):
     return v
 
 
+class _Partly(ValueError):
+    """A list setting with some bad entries: the good ones (kept) still apply, the bad ones are reported."""
+
+    def __init__(self, kept, bad: list[str]):
+        super().__init__("; ".join(bad))
+        self.kept = kept
+
+
 def _pages(v):
-    if not isinstance(v, list) or not all(p in PAGE_NAMES for p in v):
+    if not isinstance(v, list):
         raise ValueError(f"must be a list of page names from {', '.join(PAGE_NAMES)}, got {v!r}")
+    kept = tuple(dict.fromkeys(p for p in v if p in PAGE_NAMES and p != "home"))
+    bad = []
+    if unknown := [p for p in v if p not in PAGE_NAMES]:
+        names, verb = ", ".join(map(repr, unknown)), "is" if len(unknown) == 1 else "are"
+        bad.append(f"must be a list of page names from {', '.join(PAGE_NAMES)}; {names} {verb} not")
     if "home" in v:
-        raise ValueError("cannot hide the home page: every other page may be hidden")
-    return tuple(v)
+        bad.append("cannot hide the home page: every other page may be hidden")
+    if bad:
+        raise _Partly(kept, bad)
+    return kept
 
 
 SETTINGS = {
@@ -160,6 +177,7 @@ SETTINGS = {
     ("training", "enabled"): ("training", _bool),
     ("training", "max_concurrent"): ("max_concurrent", _count),
     ("training", "per_session"): ("per_session", _count),
+    ("training", "max_steps"): ("max_train_steps", _count),
     ("sampling", "max_n"): ("max_n", _count),
     ("sampling", "max_steps"): ("max_steps", _count),
     ("pages", "hidden"): ("hidden_pages", _pages),
@@ -183,6 +201,9 @@ def _parse(doc: dict) -> tuple[dict, list[str]]:
             name, check = SETTINGS[section, key]
             try:
                 values[name] = check(value)
+            except _Partly as e:  # one bad entry must not drop the good ones (e.g. leave Train unhidden)
+                values[name] = e.kept
+                problems.append(f"[{section}] {key} {e}; the other entries still apply")
             except ValueError as e:
                 problems.append(f"[{section}] {key} {e}; ignored")
     return values, problems
@@ -204,9 +225,17 @@ def _widget_values(section: str, table) -> tuple[dict, list[str]]:
             problems.append(f"[{section}.{page}] is not a page (pages: {', '.join(PAGE_NAMES)}); ignored")
             continue
         for key, value in keys.items():
-            if _scalar(value) or (isinstance(value, list) and all(_scalar(v) for v in value)):
+            what = f"[{section}.{page}] {key} must be a number, a string, true/false or a list of them"
+            if _scalar(value):
                 out.setdefault(page, {})[key] = value
+            elif not isinstance(value, list):
+                problems.append(f"{what}, got {value!r}; ignored")
+            elif bad := [v for v in value if not _scalar(v)]:
+                # A multiselect's list keeps its good options; with none left the page's own default stands.
+                if kept := [v for v in value if _scalar(v)]:
+                    out.setdefault(page, {})[key] = kept
+                rest = "the others still apply" if kept else "no entry left; ignored"
+                problems.append(f"{what}, got {', '.join(map(repr, bad))} among them; {rest}")
             else:
-                problems.append(f"[{section}.{page}] {key} must be a number, a string, true/false or a list of "
-                                "them; ignored")  # fmt: skip
+                out.setdefault(page, {})[key] = value
     return out, problems

@@ -10,7 +10,7 @@ from ddpm_core.compare import GuidanceCell, compare_guidance
 from ddpm_core.forward import png_bytes
 from ddpm_core.gif import image_grid
 from ddpm_core.metrics import predicted_digits
-from explorer import links
+from explorer import gate, links
 
 SCALES = (0.0, 1.0, 2.0, 4.0, 7.0)  # 0: unconditional, 1: conditional, above: guided
 GUIDANCE_LATEX = (
@@ -66,12 +66,17 @@ def guidance_panel(loaded, settings: dict, cancellable, progress_callback) -> No
                     "class-likeness.")  # fmt: skip
         scales = links.multiselect("Scales", SCALES, key="guidance_scales", default=SCALES, format_func="{:g}".format)
         per_class = 4 if len(loaded.ckpt.classes) > 4 else 8
-        if st.button("Sample the grid", key="guidance_grid", disabled=not scales):
+        classes = range(len(loaded.ckpt.classes))
+        cells = [settings["steps"]] * (len(scales) * len(classes))  # one cell per scale and class
+        request = gate.Sampling(per_class, tuple(cells), what="The grid")
+        if st.button("Sample the grid", key="guidance_grid", disabled=not scales) and gate.show(
+            decision := gate.sampling(links.classroom(), request)
+        ):
             state.pop("sample.guidance", None)
+            per_class = decision.n
             with cancellable("guidance"):
                 bar = st.progress(0.0, text="Sampling…")
                 args = {k: settings[k] for k in ("sampler", "steps", "eta", "variance", "clip_x0")}
-                classes = range(len(loaded.ckpt.classes))
                 cells = compare_guidance(loaded.net, loaded.diffusion, loaded.ckpt.sample_shape, classes,
                                          sorted(scales), per_class, settings["seed"], classify=_classify(loaded),
                                          progress=progress_callback(bar), **args)  # fmt: skip

@@ -11,6 +11,7 @@ from ddpm_core import runs
 from ddpm_core.diffusion import Diffusion
 from ddpm_core.importance import LossProfile, log_snr_density, loss_profile
 from ddpm_core.schedules import make_schedule
+from explorer import gate, links
 
 N_T, BATCH = 50, 256
 DENSITY_LATEX = r"\lambda_t = \log\frac{\bar\alpha_t}{1-\bar\alpha_t},\qquad p(\lambda) = \frac{1}{T\,|d\lambda_t/dt|}"
@@ -60,7 +61,10 @@ def importance_panel(loaded) -> None:
             "the cosine spreads them evenly. The model's error is largest where x_t is nearly clean."
         )
         st.latex(DENSITY_LATEX)
-        if st.button("Measure", key="measure_importance", help=f"{N_T} values of t on {BATCH} real samples"):
+        request = gate.Sampling(BATCH, (1,) * N_T, clamp=False, what="Measuring the error at each t")
+        if st.button("Measure", key="measure_importance", help=f"{N_T} values of t on {BATCH} real samples") and (
+            gate.show(gate.sampling(links.classroom(), request))
+        ):
             st.session_state["importance.path"] = path
         if st.session_state.get("importance.path") != path:
             return

@@ -34,6 +34,7 @@ import torch
 from ddpm_core import run_history, runs
 from ddpm_core.config import TrainConfig
 from ddpm_core.devices import resolve_device
+from explorer import gate
 from explorer.classroom import MAX_RUNS_ENV, Classroom, current
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,7 +162,7 @@ class JobRegistry:
     def resume(self, run_dir: Path, steps: int, session: str = "") -> Job:
         """Continue a stopped or finished run from its last checkpoint until it reaches `steps` in all."""
         run_dir = Path(run_dir).resolve()
-        self._check_training()
+        self._check_training(steps)
         row = run_history.history_row(run_dir)
         if not ((run_dir / runs.MODEL).is_file() and (run_dir / runs.STATE).is_file()):
             raise LaunchError(
@@ -237,14 +238,18 @@ class JobRegistry:
 
     # ------------------------------------------------------------------------------------------------------------
 
-    def _check_training(self) -> None:
-        if not self.training:
-            raise LaunchError(OFF)
+    def _check_training(self, steps: int) -> None:
+        """The gate (explorer.gate.training): training on, and no more than the classroom's steps per run."""
+        decision = gate.training(self._room(), steps, OFF)
+        if not decision.allowed:
+            raise LaunchError(decision.refusal)
 
     def _check_new(self, config: TrainConfig, run_dir: Path, session: str) -> tuple[Path, TrainConfig]:
         """The checks of a new run that hold whether or not it has to wait; the run folder resolved (the trainer
         runs from the repository root) and the config pointed at it."""
-        self._check_training()
+        if config.epochs:
+            raise LaunchError("the app launches runs counted in steps: set steps, not epochs")
+        self._check_training(config.steps)
         run_dir = Path(run_dir).resolve()
         _check_device(config.device)
         if (run_dir / runs.MODEL).exists():
@@ -347,6 +352,8 @@ class JobRegistry:
         if job.finished or job.alive:
             return
         job.finished = True
+        if not job.run_dir.is_dir():  # its folder was deleted: there is nothing left to record the end in
+            return
         code = job.process.returncode
         status = run_history.read_status(job.run_dir)
         ours = status.get("pid") == job.process.pid

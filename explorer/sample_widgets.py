@@ -25,7 +25,7 @@ from ddpm_core.evaluate import quality_metrics
 from ddpm_core.forward import png_bytes
 from ddpm_core.gif import StepRecord, axis_limit, image_grid, points_frame, trajectory_gif
 from ddpm_core.sample import SampleResult, sample
-from explorer import links
+from explorer import gate, links
 from explorer.cpu_share import share_cpu
 from explorer.guidance_widgets import sample_arguments
 from explorer.ui import ROOT
@@ -147,8 +147,7 @@ def caps(loaded: Loaded) -> tuple[int, int]:
     """(most samples, most sampler steps) per request for this checkpoint: the classroom's [sampling] caps (2D points:
     POINTS_PER_SAMPLE × max_n), within the page's own caps and T."""
     room, kind = links.classroom(), "points" if loaded.points else "images"
-    per_sample = POINTS_PER_SAMPLE if loaded.points else 1
-    return min(MAX_N[kind], room.max_n * per_sample), min(loaded.T, room.max_steps)
+    return min(MAX_N[kind], room.max_n * per_sample(loaded)), min(loaded.T, room.max_steps)
 
 
 def _compare_defaults(loaded: Loaded, max_steps: int) -> list[str]:
@@ -200,20 +199,27 @@ def sampler_settings(loaded: Loaded) -> dict:
 
 
 def refusal(loaded: Loaded, settings: dict) -> str:
-    """Why the server will not run this request ("" when it will): over the classroom's caps. The widgets keep
-    within the caps; this also holds for a request that did not come through them."""
-    max_n, max_steps = caps(loaded)
-    T = loaded.T
-    if settings["sampler"] == "ddpm" and max_steps < T:
+    """Why the server will not run this request ("" when it will): the gate's answer (explorer.gate), over the
+    classroom's caps. The widgets keep within the caps; this also holds for a request that did not come through
+    them."""
+    room, T = links.classroom(), loaded.T
+    if settings["sampler"] == "ddpm" and room.max_steps < T:
         return (
-            f"DDPM takes all T = {T:,} steps, more than this server allows per request ({max_steps:,}): "
-            f"pick DDIM, which samples from the same model in as few as 10–{max_steps:,} steps."
+            f"DDPM takes all T = {T:,} steps, more than this server allows per request ({room.max_steps:,}): "
+            f"pick DDIM, which samples from the same model in as few as 10–{room.max_steps:,} steps."
         )
-    if settings["sampler"] == "ddim" and settings["steps"] > max_steps:
-        return f"{settings['steps']:,} steps are more than this server allows per request ({max_steps:,})."
-    if settings["n"] > max_n:
-        return f"{settings['n']:,} samples are more than this server allows per request ({max_n:,})."
-    return ""
+    request = gate.Sampling(settings["n"], (settings["steps"],), clamp=False, what="Generate")
+    return gate.sampling(room, request, per_sample(loaded)).refusal
+
+
+def per_sample(loaded: Loaded) -> int:
+    """How many of this checkpoint's samples count as one against the classroom's max_n."""
+    return POINTS_PER_SAMPLE if loaded.points else 1
+
+
+def gate_decision(loaded: Loaded, n: int, steps: list[int], what: str, clamp: bool = True) -> gate.Decision:
+    """The gate's answer to a request of n samples in each of len(steps) cells (explorer.gate.sampling)."""
+    return gate.sampling(links.classroom(), gate.Sampling(n, tuple(steps), clamp, what), per_sample(loaded))
 
 
 def sampling_latex(sampler: str, variance: str, eta: float) -> list[str]:
@@ -352,10 +358,12 @@ def compare_picker(loaded: Loaded) -> list[SamplerSetting]:
     return [SamplerSetting.from_label(label) for label in chosen]
 
 
-def run_compare(loaded: Loaded, settings: dict, chosen: list[SamplerSetting]) -> CompareView:
-    max_n, max_steps = caps(loaded)
-    chosen = [c for c in chosen if c.steps <= max_steps]  # the picker offers no others; a crafted request may
-    settings = {**settings, "n": min(settings["n"], max_n)}
+def run_compare(loaded: Loaded, settings: dict, chosen: list[SamplerSetting]) -> CompareView | None:
+    """Sample every chosen setting from the same x_T, within the gate (None, with its message, when refused)."""
+    decision = gate_decision(loaded, settings["n"], [c.steps for c in chosen], "The comparison")
+    if not gate.show(decision):
+        return None
+    settings = {**settings, "n": decision.n}
     bar = st.progress(0.0, text="Sampling…")
     cells = compare_samplers(
         loaded.net, loaded.diffusion, loaded.ckpt.sample_shape, chosen, settings["n"], settings["seed"],

@@ -29,6 +29,7 @@ from explorer.widgets import schedule_picker
 
 REFRESH_S = 1.5  # the live panel rereads the run folder this often while the run trains
 LIVE = ("queued", "starting", "running")  # states whose panel polls the run folder
+WATCHED = "_watched_run"  # session key: the folder the panel showed last
 COLORS = qualitative.Plotly
 FORM = ("dataset", "folder", "classes", "image_size", "model", "base_channels", "steps", "batch_size",
         "lr", "warmup", "ema_decay", "seed", "device", "log_every", "preview_every", "preview_n", "preview_steps",
@@ -210,8 +211,8 @@ def previews(run_dir: Path, kinds: tuple[str, ...] = ("raw", "ema")) -> None:
     for col, kind in zip(st.columns(len(kinds)), kinds, strict=True):
         if (path := getattr(found, kind)) is None:
             continue
-        try:
-            col.image(str(path), caption=f"{run_dir.name}: {label[kind]}, step {found.step:,}", width=320)
+        try:  # the bytes, not the path: a grid deleted since the listing is an OSError here, not Streamlit's error
+            col.image(path.read_bytes(), caption=f"{run_dir.name}: {label[kind]}, step {found.step:,}", width=320)
         except OSError as e:  # not an image (PIL's UnidentifiedImageError), or gone
             col.caption(f"{path.name} cannot be shown: {e}")
 
@@ -230,15 +231,24 @@ def _history_table(root: Path) -> None:
     st.dataframe(table, hide_index=True, column_config={"final loss": st.column_config.NumberColumn(format="%.4f")})
 
 
+def _job(run_dir: Path):
+    """The registry's job for the run, or None. Asking also records the end of a process of ours that died without
+    a status, which writes into the run folder: once that folder is deleted, there is no job left to show."""
+    try:
+        return registry().job(run_dir)
+    except OSError:
+        return None
+
+
 def _our_process_alive(run_dir: Path) -> bool:
-    job = registry().job(run_dir)  # also records the end of a process of ours that died without a status
+    job = _job(run_dir)
     return job is not None and job.alive
 
 
 def state_of(row: rh.RunRow) -> str:
     """The row's state, or "starting" while a process of ours runs for it but has not begun training (loading torch
     and the data, or resuming): its status.json is missing, still says queued, or is still the previous process's."""
-    job = registry().job(row.path)
+    job = _job(row.path)
     if job is None or not job.alive:
         return row.state
     status = rh.read_status(row.path)
@@ -248,6 +258,10 @@ def state_of(row: rh.RunRow) -> str:
 def run_panel(run_dir: Path, smoothing: float) -> None:
     """The run's state, progress, loss curves and previews; while its process runs, a fragment rereads its folder
     every REFRESH_S seconds."""
+    before = st.session_state.get(WATCHED)  # the run watched last time: the picker drops a deleted one silently
+    if before and before != str(run_dir) and not Path(before).is_dir():
+        st.info(f"{Path(before).name}: this run's folder was deleted; showing {run_dir.name} instead.")
+    st.session_state[WATCHED] = str(run_dir)
     state = state_of(rh.history_row(run_dir))
     live = state in LIVE or _our_process_alive(run_dir)
     st.fragment(run_every=REFRESH_S if live else None)(_panel)(run_dir, smoothing, state if live else None)
@@ -255,6 +269,11 @@ def run_panel(run_dir: Path, smoothing: float) -> None:
 
 def _panel(run_dir: Path, smoothing: float, watched: str | None) -> None:
     """watched: the state the last full run saw while the run was live; None when it was not."""
+    if not run_dir.is_dir():
+        st.info(f"{run_dir.name}: this run's folder was deleted.")
+        if watched is not None:
+            st.rerun()  # redraw the picker and the history without it, and stop polling
+        return
     row, status, records = rh.history_row(run_dir), rh.read_status(run_dir), rh.read_records(run_dir)
     state, busy = state_of(row), _our_process_alive(run_dir)
     if watched is not None and (state != watched or not (busy or state in ("running", "queued"))):
@@ -303,6 +322,9 @@ def _progress(status: dict, records: list[dict], run_dir: Path) -> None:
 
 
 def _failure(row: rh.RunRow) -> None:
+    if row.state == "unknown" and rh.status_being_written(row.path):
+        st.info(f"{row.name}: its status.json is being rewritten right now; the next refresh shows its state.")
+        return
     st.error(f"{row.name} {row.state}: {row.error or 'no status.json that says why'}")
     if tail := rh.log_tail(row.path):
         with st.expander(f"The end of {rh.LOG}"):

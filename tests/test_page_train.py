@@ -147,8 +147,9 @@ def test_page_renders_the_objective_the_form_and_the_device(at):
 
 
 def form_value(at: AppTest, key: str):
-    """A form widget's value by key (= TrainConfig field name): a selectbox, a number or a checkbox."""
-    found = [w for kind in ("selectbox", "number_input", "checkbox", "toggle") for w in at.get(kind) if w.key == key]
+    """A form widget's value by key (= TrainConfig field name): a selectbox, a radio, a number or a checkbox."""
+    kinds = ("selectbox", "radio", "number_input", "checkbox", "toggle")
+    found = [w for kind in kinds for w in at.get(kind) if w.key == key]
     return found[0].value
 
 
