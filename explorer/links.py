@@ -18,10 +18,14 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
 import streamlit as st
+from streamlit.runtime.state.session_state_proxy import get_session_state
 
 from explorer.classroom import Classroom, current
 
 PAGE = "_links.page"  # session state: the _Page of the run in progress
+# A link's text is a folder or a list of classes: anything longer, or with control characters (a NUL byte breaks
+# every path function), is tampering, and is refused before a page's own checks see it
+MAX_TEXT = 1_000
 
 
 @dataclass
@@ -103,10 +107,12 @@ def _bind(key: str, default, fits: Callable[[object], bool], to_url: Callable[[o
         fixed = ", ".join(to_url(default)) if many else to_url(default)
         page.problems.append(f"The link's {shown} was ignored: the teacher has fixed {key} to {fixed}.")
     elif raw is not None and raw != to_url(default) and fits.parse(raw) is None:
-        if many:  # Streamlit keeps the options it knows
+        good = [r for r in raws if fits.parse([r]) is not None] if many else []
+        if many:
             shown = "&".join(f"{key}={r}" for r in raws if fits.parse([r]) is None)
         fallback = "ignored, the others are kept" if many else f"the default {to_url(default)} is used instead"
         page.problems.append(f"The link's {shown} is not {what}; {fallback}.")
+        _replace_in_url(key, good)
     elif raw is not None and (note := getattr(fits, "note", lambda r: None)(raw)):
         page.problems.append(f"The link's {shown} {note}.")
     page.defaults[key] = to_url(default)
@@ -116,6 +122,26 @@ def _bind(key: str, default, fits: Callable[[object], bool], to_url: Callable[[o
     else:
         kwargs["bind"] = "query-params"
     return kwargs, default
+
+
+def _replace_in_url(key: str, kept: list[str]) -> None:
+    """Leave only `kept` of key's URL values (none: remove the parameter), for Streamlit as well as the address bar.
+
+    Streamlit's binding seeds a widget from its own snapshot of the URL as the run began, not from st.query_params,
+    and some values crash it rather than being dropped (?seed=inf: int(inf) raises OverflowError inside
+    st.number_input). Public st.query_params refuses to touch a bound key, so this edits Streamlit's QueryParams
+    (1.67: remove_param and _initial_query_params); the page then draws with the default, and says why."""
+    with get_session_state().query_params() as qp:
+        initial = getattr(qp, "_initial_query_params", None)
+        if kept:
+            qp.set_corrected_value(key, kept, "string_array_value")
+        else:
+            qp.remove_param(key)
+        if isinstance(initial, dict):
+            if kept:
+                initial[key] = list(kept)
+            else:
+                initial.pop(key, None)
 
 
 def _as_raw(value, many: bool):
@@ -244,13 +270,14 @@ def multiselect(label: str, options: Sequence, key: str, *, default: Sequence = 
 
 
 def text(label: str, key: str, *, default: str = "", where=st, **kwargs) -> str:
-    """st.text_input bound to ?key=<text>. What the text means is the page's to check (any string fits here)."""
+    """st.text_input bound to ?key=<text>. What the text means is the page's to check (any printable line up to MAX_TEXT
+    characters fits here)."""
 
     def fits(v):
-        return isinstance(v, str)
+        return isinstance(v, str) and len(v) <= MAX_TEXT and v.isprintable()
 
-    fits.parse = lambda raw: raw  # type: ignore[attr-defined]
-    extra, default = _bind(key, default, fits, str, "a text")
+    fits.parse = lambda raw: raw if fits(raw) else None  # type: ignore[attr-defined]
+    extra, default = _bind(key, default, fits, str, f"a line of text of at most {MAX_TEXT} characters")
     value = where.text_input(label, value=default, **extra, **kwargs)
     _record(key, value, str)
     return value
