@@ -67,8 +67,8 @@ def guidance_panel(loaded, settings: dict, cancellable, progress_callback) -> No
         scales = links.multiselect("Scales", SCALES, key="guidance_scales", default=SCALES, format_func="{:g}".format)
         per_class = 4 if len(loaded.ckpt.classes) > 4 else 8
         classes = range(len(loaded.ckpt.classes))
-        cells = [settings["steps"]] * (len(scales) * len(classes))  # one cell per scale and class
-        request = gate.Sampling(per_class, tuple(cells), what="The grid")
+        steps = (settings["steps"],) * (len(scales) * len(classes))  # one cell per scale and class
+        request = gate.Sampling(per_class, steps, what="The grid")
         if st.button("Sample the grid", key="guidance_grid", disabled=not scales) and gate.show(
             decision := gate.sampling(links.classroom(), request)
         ):

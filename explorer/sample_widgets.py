@@ -208,8 +208,7 @@ def refusal(loaded: Loaded, settings: dict) -> str:
             f"DDPM takes all T = {T:,} steps, more than this server allows per request ({room.max_steps:,}): "
             f"pick DDIM, which samples from the same model in as few as 10–{room.max_steps:,} steps."
         )
-    request = gate.Sampling(settings["n"], (settings["steps"],), clamp=False, what="Generate")
-    return gate.sampling(room, request, per_sample(loaded)).refusal
+    return gate_decision(loaded, settings["n"], [settings["steps"]], "Generate", clamp=False).refusal
 
 
 def per_sample(loaded: Loaded) -> int:
