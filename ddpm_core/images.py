@@ -14,7 +14,9 @@ whose message is meant to be shown as it is.
 
 from __future__ import annotations
 
+import ctypes
 import io
+import math
 import warnings
 import zipfile
 import zlib
@@ -33,7 +35,8 @@ SAMPLE_PHOTOS = ("china", "flower")  # scikit-learn's load_sample_images, shippe
 RESOLUTIONS = (32, 64, 128, 256)  # the sizes the page offers; any 1 … MAX_SIZE works here
 MAX_SIZE = 1024
 MAX_UPLOAD_BYTES = 10 * 2**20  # as .streamlit/config.toml's server.maxUploadSize = 10 (MB)
-MAX_PIXELS = 40_000_000  # refused from the header alone, before a pixel is decoded (a 40 MP RGBA image is 160 MB)
+MAX_PIXELS = 40_000_000  # refused from the header alone, before a pixel is decoded
+MAX_DECODED_BYTES = 96_000_000  # what decoding holds (PIL's picture, a progressive JPEG's coefficients): 24 MP RGBA
 UPLOAD_FORMATS = ("PNG", "JPEG")
 MNIST_BUNDLE = Path(__file__).resolve().parents[1] / "assets" / "mnist" / "mnist_digits.npz"  # assets/mnist/make.py
 
@@ -63,14 +66,101 @@ def image_to_tensor(img: Image.Image, size: int, channels: int = 3) -> Tensor:
     return torch.from_numpy(pixels / 127.5 - 1).permute(2, 0, 1).clamp(-1, 1).contiguous()
 
 
+def _bytes_per_pixel(mode: str) -> int:
+    """What PIL stores per pixel: 1 byte for 1-bit, gray and palette, 2 for 16-bit gray, else 4 (RGB is padded)."""
+    return 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+
+
+_MODE_NAMES = {"1": "1-bit", "L": "gray", "LA": "gray + alpha", "P": "palette", "I;16": "16-bit gray"}
+STRIP_BYTES = 4_000_000  # the full-size picture is reduced a strip of about this many bytes at a time
+
+
+def _check_pixels(img: Image.Image) -> None:
+    """Refuse, from the header, a picture of more than MAX_PIXELS pixels."""
+    width, height = img.size
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"the image is {width:,} × {height:,} = {width * height / 1e6:,.0f} megapixels; the limit is "
+            f"{MAX_PIXELS / 1e6:.0f} megapixels"
+        )
+
+
+def _progressive_jpeg_bytes(img: Image.Image) -> int:
+    """What libjpeg holds while decoding a progressive JPEG at any scale: every DCT coefficient of the full-size
+    picture, 2 bytes each, one per pixel of each component at its sampling (4:2:0 chroma: a quarter each). 0 for
+    baseline JPEGs and PNGs, which decode a row of blocks at a time."""
+    if img.format != "JPEG" or not img.info.get("progressive"):
+        return 0
+    width, height = img.size
+    h_max, v_max = max(h for _, h, _, _ in img.layer), max(v for _, _, v, _ in img.layer)
+    return sum(2 * math.ceil(width * h / h_max) * math.ceil(height * v / v_max) for _, h, v, _ in img.layer)
+
+
+def _draft_within_limit(img: Image.Image, size: int) -> None:
+    """Set JPEG's draft scale for `size`, and refuse, from the header, a picture that needs more than
+    MAX_DECODED_BYTES to decode: PIL's picture at that scale, plus a progressive JPEG's coefficients."""
+    header, coefficients = img.size, _progressive_jpeg_bytes(img)
+    img.draft(None, (size, size))  # JPEG: the decoder will downscale by 2, 4 or 8 (a no-op for PNG)
+    (width, height), per_pixel = img.size, _bytes_per_pixel(img.mode)
+    needed = width * height * per_pixel + coefficients
+    if needed <= MAX_DECODED_BYTES:
+        return
+    (width, height), mode = header, _MODE_NAMES.get(img.mode, img.mode)
+    why = "progressive JPEG: its coefficients, 2 bytes each" if coefficients else f"{per_pixel} bytes a pixel"
+    raise ImageError(
+        f"the image is {width:,} × {height:,} {mode}: {needed / 1e6:,.0f} MB once decoded ({why}); the limit is "
+        f"{MAX_DECODED_BYTES / 1e6:.0f} MB"
+    )
+
+
+def _reduced(img: Image.Image, size: int, mode: str) -> Image.Image:
+    """A decoded picture → its centre square in 8-bit `mode` ("L" or "RGB"), box-averaged by the largest integer
+    factor that keeps its side ≥ 2·size (for image_to_tensor's Lanczos resize), EXIF orientation kept (the centre
+    square of a rotated picture is the rotated centre square).
+
+    It goes a strip of rows at a time, so that beside the full-size picture only strip-sized copies ever exist
+    (to_8bit's 16-bit rescale and alpha compositing would each copy the whole picture)."""
+    width, height = img.size
+    factor = max(1, min(width, height) // (2 * size))
+    side = min(width, height) // factor * factor  # whole boxes only: a partial last one would stretch the picture
+    left, top = (width - side) // 2, (height - side) // 2
+    rows = factor * max(1, STRIP_BYTES // (8 * side * factor))  # 8: to_8bit's float64 copy of a 16-bit strip
+    out = Image.new(mode, (side // factor, side // factor))
+    for y in range(0, side, rows):
+        strip = to_8bit(img.crop((left, top + y, left + side, top + min(y + rows, side))), mode)
+        out.paste(strip.reduce(factor) if factor > 1 else strip, (0, y // factor))
+    if orientation := img.getexif().get(0x0112):  # 0x0112: EXIF orientation, for exif_transpose
+        out.getexif()[0x0112] = orientation
+    return out
+
+
+def _find_malloc_trim():
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc's; not in macOS's or Windows' C library, nor in musl
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
+_MALLOC_TRIM = _find_malloc_trim()
+
+
+def _release_freed_memory() -> None:
+    """Hand the freed full-size buffers back to the system: glibc keeps freed heap memory for reuse otherwise, and
+    the server's resident size would stay at its peak. A no-op without glibc."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 def decode_image(data: bytes, size: int, channels: int = 3) -> Tensor:
     """An uploaded PNG or JPEG file's bytes → (channels, size, size) float32 in [-1, 1] (see image_to_tensor).
 
-    The header is read first: anything but PNG/JPEG, or more than MAX_PIXELS pixels (a decompression bomb: a small
-    file that claims a huge picture), is refused before any pixel is decoded. Large JPEGs decode at a reduced scale.
+    The header is read first: anything but PNG/JPEG, more than MAX_PIXELS pixels, or more than MAX_DECODED_BYTES to
+    decode (a decompression bomb: a small file that claims a huge picture) is refused before any pixel is decoded.
+    JPEGs decode at a reduced scale (1/2, 1/4 or 1/8) where the size allows; the picture's centre square is reduced
+    a strip at a time right after decoding, so one full-size copy of it exists at most, and only until this returns.
 
     Raises:
-        ImageError: empty or too large a file, not a PNG/JPEG image, too many pixels, truncated or corrupt data.
+        ImageError: empty or too large a file, not a PNG/JPEG image, too large a picture, truncated or corrupt data.
     """
     _check_size(size, channels)
     if not data:
@@ -85,22 +175,22 @@ def decode_image(data: bytes, size: int, channels: int = 3) -> Tensor:
         raise ImageError(f"the image is far too large ({one_line(err)}); the limit is {MAX_PIXELS:,} pixels") from err
     except (OSError, ValueError, SyntaxError) as err:  # UnidentifiedImageError is an OSError
         raise ImageError("this file is not a PNG or JPEG image (or it is damaged beyond reading)") from err
-    with img:
-        width, height = img.size
-        if width * height > MAX_PIXELS:
-            raise ImageError(
-                f"the image is {width:,} × {height:,} = {width * height / 1e6:,.0f} megapixels; the limit is "
-                f"{MAX_PIXELS / 1e6:.0f} megapixels"
-            )
-        try:
-            img.draft(None, (size, size))  # JPEG: let the decoder downscale by 2, 4 or 8 (a no-op for PNG)
-            img.load()
-            return image_to_tensor(img, size, channels)
-        except ImageError:
-            raise
-        except Exception as err:  # PIL's decoders raise OSError, SyntaxError, EOFError, struct.error… by format
-            raise ImageError(f"the {img.format} file could not be decoded: it may be truncated or corrupt "
-                             f"({one_line(err, 160)})") from err  # fmt: skip
+    try:
+        with img:
+            _check_pixels(img)
+            try:
+                _draft_within_limit(img, size)
+                img.load()
+                small = _reduced(img, size, "L" if channels == 1 else "RGB")
+            except ImageError:
+                raise
+            except Exception as err:  # PIL's decoders raise OSError, SyntaxError, EOFError, struct.error… by format
+                raise ImageError(f"the {img.format} file could not be decoded: it may be truncated or corrupt "
+                                 f"({one_line(err, 160)})") from err.with_traceback(None)  # fmt: skip
+        return image_to_tensor(small, size, channels)
+    finally:
+        del img  # the full-size picture goes before the trim (the decoder's traceback, which holds it, is dropped)
+        _release_freed_memory()
 
 
 def sample_photo(name: str, size: int = 64, channels: int = 3) -> Tensor:

@@ -312,9 +312,10 @@ def is_run_dir(path: Path) -> bool:
 
 
 def run_dirs(runs_root: Path) -> list[Path]:
-    """The run folders directly under runs_root (none when it does not exist)."""
+    """The run folders directly under runs_root (none when it does not exist); hidden ones (a run being deleted,
+    explorer/jobs.py) are not runs."""
     try:
-        return sorted(p for p in Path(runs_root).iterdir() if is_run_dir(p))
+        return sorted(p for p in Path(runs_root).iterdir() if not p.name.startswith(".") and is_run_dir(p))
     except OSError:
         return []
 

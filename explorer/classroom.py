@@ -3,6 +3,8 @@
 
     [server]
     data_root = "data"       # the one folder the UI reads data sets (and image folders) from, besides runs/, assets/
+    teacher_token = "…"      # whoever enters it (Train page, sidebar) may stop, resume, cancel and delete any run
+    localhost_is_teacher = true   # a browser on the server's own machine is the teacher (false behind a local proxy)
 
     [training]
     enabled = true           # false: nobody can launch or resume a run from the UI (the CLI still can)
@@ -56,6 +58,8 @@ Value = bool | int | float | str | list  # a list: a multiselect's options
 class Classroom:
     data_root: Path = ROOT / "data"
     training: bool = True
+    teacher_token: str | None = None  # None: no sign-in; the teacher is then only a browser on this machine
+    localhost_is_teacher: bool = True
     max_concurrent: int | None = None  # None: 1 on a CPU, 2 with a GPU (explorer.jobs decides)
     per_session: int = 1
     max_train_steps: int | None = None  # None: no cap (one user on a laptop may train as long as they like)
@@ -149,6 +153,14 @@ def _text(v):
     return v
 
 
+def _token(v):
+    """A secret worth the name: printable, without spaces, 12 to 200 characters (the problem never shows it)."""
+    if not isinstance(v, str) or not 12 <= len(v) <= 200 or not v.isprintable() or any(c.isspace() for c in v):
+        raise ValueError("must be a string of 12 to 200 printable characters without spaces (a passphrase the "
+                         "students do not know); no teacher sign-in until it is")  # fmt: skip
+    return v
+
+
 class _Partly(ValueError):
     """A list setting with some bad entries: the good ones (kept) still apply, the bad ones are reported."""
 
@@ -174,6 +186,8 @@ def _pages(v):
 
 SETTINGS = {
     ("server", "data_root"): ("data_root", _text),
+    ("server", "teacher_token"): ("teacher_token", _token),
+    ("server", "localhost_is_teacher"): ("localhost_is_teacher", _bool),
     ("training", "enabled"): ("training", _bool),
     ("training", "max_concurrent"): ("max_concurrent", _count),
     ("training", "per_session"): ("per_session", _count),

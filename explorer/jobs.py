@@ -9,9 +9,13 @@ still found through their folders. One JobRegistry serves every browser session 
 it with st.cache_resource); a lock guards it.
 
 Training is a shared resource of the classroom (explorer/classroom.py): the teacher's switch turns launching and
-resuming off, `max_concurrent` runs train at once, and `per_session` runs at most belong to one browser session. A
-run submitted while every slot is taken waits in the queue: its folder holds config.json and a status.json that says
-"queued" (with the time it was queued and the session that queued it), so that the queue survives a server restart.
+resuming off, `max_concurrent` runs train at once, and `per_session` runs at most belong to one browser. A run
+submitted while every slot is taken waits in the queue: its folder holds config.json and a status.json that says
+"queued" (with the time it was queued), so that the queue survives a server restart.
+
+Runs belong to someone (explorer/owners.py): the app records the launching browser in <run>/owner.json, and only
+that browser or the teacher may stop, resume, cancel or delete the run. Each of those takes `who`, a Requester;
+None is the server itself (the CLI, tests), which may do anything.
 Queued runs start first come first, as slots free up: a daemon thread polls while the queue is not empty, and the
 Train page polls at each run.
 """
@@ -20,9 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
+import secrets
+import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -34,8 +38,10 @@ import torch
 from ddpm_core import run_history, runs
 from ddpm_core.config import TrainConfig
 from ddpm_core.devices import resolve_device
-from explorer import gate
+from ddpm_core.run_lock import RunLock, RunLocked
+from explorer import gate, owners, trainer_process
 from explorer.classroom import MAX_RUNS_ENV, Classroom, current
+from explorer.owners import Requester
 
 ROOT = Path(__file__).resolve().parent.parent
 POLL_S = 1.0  # how often the queue's watcher looks for a free slot
@@ -71,7 +77,6 @@ class Job:
     run_dir: Path
     process: subprocess.Popen
     resume: bool
-    session: str = ""  # the browser session that launched it ("" from elsewhere)
     stop_requested: bool = False
     finished: bool = field(default=False, repr=False)  # its exit has been looked at (and recorded if need be)
 
@@ -127,41 +132,40 @@ class JobRegistry:
         """The runs waiting under root, the next to start first."""
         return [p.resolve() for p in run_history.queued_runs(root or runs_root())]
 
-    def session_runs(self, session: str, root: Path | None = None) -> list[Path]:
-        """The runs of one browser session that train now (our processes) or wait in the queue under root."""
+    def owner_runs(self, owner: str, root: Path | None = None) -> list[Path]:
+        """The runs of one browser (its owner id) that train now or wait in the queue under root."""
         with self._lock:
-            mine = [p for p, job in self._jobs.items() if job.session == session and job.alive]
-            waiting = [p for p in self.queue(root) if run_history.read_status(p).get("session") == session]
-            return mine + waiting
+            return [p for p in [*self.active(root), *self.queue(root)] if owners.owner_of(p) == owner]
 
     # ------------------------------------------------------------------------------------------------------------
 
-    def launch(self, config: TrainConfig, run_dir: Path, session: str = "") -> Job:
+    def launch(self, config: TrainConfig, run_dir: Path, who: Requester | None = None) -> Job:
         """Start a new run of config in run_dir, which must not hold a run yet, now: LaunchError when every slot is
-        taken (submit() queues it instead)."""
+        taken (submit() queues it instead). who becomes its owner."""
         with self._lock:
-            run_dir, config = self._check_new(config, run_dir, session)
+            run_dir, config = self._check_new(config, run_dir, who)
             self._check_room(run_dir)
-            self._write_config(run_dir, config)
-            return self._start(run_dir, ["--config", run_dir / runs.CONFIG, "--out", run_dir], False, session)
+            self._write_config(run_dir, config, who)
+            return self._start(run_dir, ["--config", run_dir / runs.CONFIG, "--out", run_dir], False)
 
-    def submit(self, config: TrainConfig, run_dir: Path, session: str = "") -> Job | None:
+    def submit(self, config: TrainConfig, run_dir: Path, who: Requester | None = None) -> Job | None:
         """Start a new run in run_dir now if a slot is free and no run waits, else queue it: its Job, or None when it
-        was queued. LaunchError for what no waiting mends (training off, the session's limit, the folder in use)."""
+        was queued. LaunchError for what no waiting mends (training off, the browser's limit, the folder in use)."""
         with self._lock:
-            run_dir, config = self._check_new(config, run_dir, session)
+            run_dir, config = self._check_new(config, run_dir, who)
             root = run_dir.parent
             if not self.queue(root) and len(self.active(root)) < self.max_runs:
-                self._write_config(run_dir, config)
-                return self._start(run_dir, ["--config", run_dir / runs.CONFIG, "--out", run_dir], False, session)
-            self._write_config(run_dir, config, queued={"queued": time.time(), "session": session, "step": 0,
-                                                        "total_steps": config.steps})  # fmt: skip
+                self._write_config(run_dir, config, who)
+                return self._start(run_dir, ["--config", run_dir / runs.CONFIG, "--out", run_dir], False)
+            queued = {"queued": time.time(), "step": 0, "total_steps": config.steps}
+            self._write_config(run_dir, config, who, queued=queued)
             self._watch(root)
             return None
 
-    def resume(self, run_dir: Path, steps: int, session: str = "") -> Job:
+    def resume(self, run_dir: Path, steps: int, who: Requester | None = None) -> Job:
         """Continue a stopped or finished run from its last checkpoint until it reaches `steps` in all."""
         run_dir = Path(run_dir).resolve()
+        self._check_may_act(who, run_dir, "resume")
         self._check_training(steps)
         row = run_history.history_row(run_dir)
         if not ((run_dir / runs.MODEL).is_file() and (run_dir / runs.STATE).is_file()):
@@ -172,15 +176,16 @@ class JobRegistry:
             raise LaunchError(f"{run_dir.name} is at step {row.step:,}: ask for more steps than that to resume it")
         _check_device(run_history.read_config(run_dir).get("device", "auto"))
         with self._lock:
-            self._check_session(session, run_dir.parent)
+            self._check_limit(who, run_dir.parent)
             self._check_room(run_dir)
-            return self._start(run_dir, ["--out", run_dir, "--resume", "--steps", steps], True, session)
+            return self._start(run_dir, ["--out", run_dir, "--resume", "--steps", steps], True)
 
-    def stop(self, run_dir: Path) -> None:
+    def stop(self, run_dir: Path, who: Requester | None = None) -> None:
         """Ask a run to stop cleanly: the trainer sees the STOP file at its next log step, saves a checkpoint and
         writes status "stopped". A process of ours that has not started training yet has nothing to save: it is
         terminated (its status then says stopped)."""
         run_dir = Path(run_dir)
+        self._check_may_act(who, run_dir, "stop")
         runs.write_text(run_dir / runs.STOP, "stop requested by the app\n")
         job = self.job(run_dir)
         if job is None or not job.alive:
@@ -189,23 +194,45 @@ class JobRegistry:
         status = run_history.read_status(run_dir)
         if not (status.get("state") == "running" and status.get("pid") == job.process.pid):
             # the trainer deletes a STOP file when it starts training; before that it has no SIGTERM handler either
-            _terminate(job.process)
+            trainer_process.terminate(job.process)
 
-    def cancel(self, run_dir: Path, session: str | None = None) -> None:
-        """Take a queued run out of the queue and remove its folder (it holds only config.json and status.json).
-        session: the browser session asking, which must be the one that queued it; None for the server itself."""
+    def cancel(self, run_dir: Path, who: Requester | None = None) -> None:
+        """Take a queued run out of the queue and remove its folder (it holds only config.json, status.json and
+        owner.json)."""
         run_dir = Path(run_dir).resolve()
         with self._lock:
+            self._check_may_act(who, run_dir, "cancel")
             status = run_history.read_status(run_dir)
-            if status.get("state") != "queued":
-                state = run_history.run_state(status)
+            if status.get("state") != "queued" or status.get("pid"):
+                state = "starting" if status.get("pid") else run_history.run_state(status)
                 raise LaunchError(f"{run_dir.name} is not waiting in the queue ({state}): nothing to cancel")
-            if session is not None and status.get("session") != session:
-                raise LaunchError(f"{run_dir.name} was queued from another browser session: only it can cancel it")
-            for name in (runs.CONFIG, runs.STATUS, run_history.LOG, runs.STOP):
+            for name in (runs.CONFIG, runs.STATUS, run_history.LOG, runs.STOP, owners.OWNER):
                 (run_dir / name).unlink(missing_ok=True)
             with contextlib.suppress(OSError):  # not empty: someone put files there; leave them
                 run_dir.rmdir()
+
+    def delete(self, run_dir: Path, who: Requester | None = None) -> None:
+        """Remove a run that has ended (done, stopped, failed) with everything in its folder; a run that trains or
+        waits is refused (stop or cancel it first), as is one a trainer holds (explorer.run_lock)."""
+        run_dir = Path(run_dir).resolve()
+        with self._lock:
+            self._check_may_act(who, run_dir, "delete")
+            if run_dir in self.active(run_dir.parent) or run_dir in self.queue(run_dir.parent):
+                raise LaunchError(f"{run_dir.name} is training or waiting to: stop or cancel it before deleting it")
+            lock = RunLock(run_dir)
+            try:
+                lock.acquire()  # no trainer may start on it while it goes (a resume from the CLI, say)
+            except RunLocked as e:
+                raise LaunchError(str(e)) from None
+            # Renamed first, in one step, so that it leaves the history at once even if removing it takes a while
+            gone = run_dir.with_name(f".deleted-{run_dir.name}-{secrets.token_hex(4)}")
+            try:
+                run_dir.rename(gone)
+            except OSError as e:
+                lock.release()
+                raise LaunchError(f"cannot delete {run_dir.name}: {e.strerror or e}") from None
+            self._jobs.pop(run_dir, None)
+        shutil.rmtree(gone, ignore_errors=True)
 
     def poll(self, root: Path | None = None) -> list[Job]:
         """Start queued runs under root, first come first, while slots are free (and training is on); keeps a
@@ -244,7 +271,12 @@ class JobRegistry:
         if not decision.allowed:
             raise LaunchError(decision.refusal)
 
-    def _check_new(self, config: TrainConfig, run_dir: Path, session: str) -> tuple[Path, TrainConfig]:
+    @staticmethod
+    def _check_may_act(who: Requester | None, run_dir: Path, action: str) -> None:
+        if not owners.may_act(who, run_dir):
+            raise LaunchError(owners.refusal(run_dir, action))
+
+    def _check_new(self, config: TrainConfig, run_dir: Path, who: Requester | None) -> tuple[Path, TrainConfig]:
         """The checks of a new run that hold whether or not it has to wait; the run folder resolved (the trainer
         runs from the repository root) and the config pointed at it."""
         if config.epochs:
@@ -257,18 +289,19 @@ class JobRegistry:
         if run_history.is_run_dir(run_dir):
             state = run_history.run_state(run_history.read_status(run_dir))
             raise LaunchError(f"{run_dir} already holds a run ({state}): pick another run name")
-        self._check_session(session, run_dir.parent)
+        self._check_limit(who, run_dir.parent)
         return run_dir, config.replace(name=run_dir.name, out=str(run_dir))
 
-    def _check_session(self, session: str, root: Path) -> None:
-        if not session:
+    def _check_limit(self, who: Requester | None, root: Path) -> None:
+        """per_session: the runs one browser may have training or waiting (the teacher has no limit)."""
+        if who is None or who.teacher or not who.owner:
             return
-        mine = self.session_runs(session, root)
+        mine = self.owner_runs(who.owner, root)
         if len(mine) >= self.per_session:
             names = ", ".join(p.name for p in mine)
             raise LaunchError(
-                f"This browser session already has {len(mine)} run(s) training or waiting ({names}), the most one "
-                f"session may have ({self.per_session}): wait for it to finish, or stop or cancel it"
+                f"This browser already has {len(mine)} run(s) training or waiting ({names}), the most one browser "
+                f"may have ({self.per_session}): wait for it to finish, or stop or cancel it"
             )
 
     def _check_room(self, run_dir: Path) -> None:
@@ -285,10 +318,11 @@ class JobRegistry:
             )
 
     @staticmethod
-    def _write_config(run_dir: Path, config: TrainConfig, queued: dict | None = None) -> None:
-        """config.json, and with queued a status.json that says so (with those fields)."""
+    def _write_config(run_dir: Path, config: TrainConfig, who: Requester | None, queued: dict | None = None) -> None:
+        """config.json and owner.json, and with queued a status.json that says so (with those fields)."""
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
+            owners.record_owner(run_dir, who.owner if who else "")
             runs.write_text(run_dir / runs.CONFIG, config.to_json())
             if queued is not None:
                 runs.write_status(run_dir, "queued", **queued)
@@ -297,11 +331,9 @@ class JobRegistry:
 
     def _start_queued(self, run_dir: Path) -> Job | None:
         """Start a run that waited in the queue; a run that cannot start any more (its device gone) is failed."""
-        status = run_history.read_status(run_dir)
         try:
             _check_device(run_history.read_config(run_dir).get("device", "auto"))
-            job = self._start(run_dir, ["--config", run_dir / runs.CONFIG, "--out", run_dir], False,
-                              str(status.get("session", "")))  # fmt: skip
+            job = self._start(run_dir, ["--config", run_dir / runs.CONFIG, "--out", run_dir], False)
             runs.write_status(run_dir, "queued", pid=job.process.pid)  # out of the queue, also for a restarted app
             return job
         except (LaunchError, OSError) as e:
@@ -326,22 +358,8 @@ class JobRegistry:
                     return
                 self.poll(root)
 
-    def _start(self, run_dir: Path, args: list, resume: bool, session: str = "") -> Job:
-        cmd = [sys.executable, "-m", "ddpm_core.train", *map(str, args)]
-        (run_dir / runs.STOP).unlink(missing_ok=True)
-        with open(run_dir / run_history.LOG, "a") as log:
-            log.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] python {' '.join(cmd[1:])}\n")
-            log.flush()
-            process = subprocess.Popen(
-                cmd,
-                cwd=ROOT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                **_own_session(),
-            )
-        job = Job(run_dir, process, resume, session)
+    def _start(self, run_dir: Path, args: list, resume: bool) -> Job:
+        job = Job(run_dir, trainer_process.spawn(run_dir, args), resume)
         self._jobs[run_dir.resolve()] = job
         return job
 
@@ -374,17 +392,3 @@ def _check_device(name: str) -> None:
         resolve_device(name)
     except ValueError as e:
         raise LaunchError(str(e)) from None
-
-
-def _own_session() -> dict:
-    if os.name == "posix":
-        return {"start_new_session": True}
-    return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
-
-
-def _terminate(process: subprocess.Popen) -> None:
-    if os.name == "posix":
-        with contextlib.suppress(ProcessLookupError):  # it has just ended
-            os.killpg(process.pid, signal.SIGTERM)  # its own session: the group is the trainer alone
-    else:
-        process.terminate()

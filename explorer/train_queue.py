@@ -1,30 +1,22 @@
 """Training as a shared resource on the Train page (pages/train.py): the one job registry, the browser session's
-identity, the launch handler, and what a session sees of the queue — the slots in use, a queued run's place, and the
-button that cancels it. explorer/jobs.py keeps the queue and enforces every limit; this module only shows them."""
+the launch handler, and what a browser sees of the queue — the slots in use and a queued run's place (its Cancel button:
+explorer/run_controls.py). explorer/jobs.py keeps the queue and enforces every limit; this module only shows them."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import streamlit as st
 
-from ddpm_core import run_history
 from ddpm_core.config import TrainConfig
 from explorer.jobs import OFF, JobRegistry, LaunchError
-
-SESSION = "train.session"  # session state: this browser session's id, the owner of the runs it launches
+from explorer.owners import Requester
 
 
 @st.cache_resource
 def registry() -> JobRegistry:
     """One registry for every session: the limits on concurrent runs and the queue hold across browser tabs."""
     return JobRegistry()
-
-
-def session_id() -> str:
-    """This browser session's id: a random one kept in session state (a reload starts a new session)."""
-    return st.session_state.setdefault(SESSION, uuid.uuid4().hex)
 
 
 def ordinal(n: int) -> str:
@@ -53,11 +45,12 @@ def capacity_notice(root: Path) -> None:
     )
 
 
-def launch(config: TrainConfig, target: Path) -> bool:
-    """The Launch button's handler: start the run or queue it, and say which; False after an st.error."""
+def launch(config: TrainConfig, target: Path, who: Requester) -> bool:
+    """The Launch button's handler: start the run or queue it (who becomes its owner), and say which; False after an
+    st.error."""
     reg = registry()
     try:
-        job = reg.submit(config, target, session_id())
+        job = reg.submit(config, target, who)
     except LaunchError as e:
         st.error(str(e))
         return False
@@ -77,7 +70,7 @@ def _place(run_dir: Path) -> int:
 
 
 def queued_panel(run_dir: Path) -> None:
-    """A queued run: its place, why it waits, and a Cancel button for the session that queued it."""
+    """A queued run: its place, and why it waits."""
     reg, place = registry(), _place(run_dir)
     busy = len(reg.active(run_dir.parent))
     why = (
@@ -86,13 +79,3 @@ def queued_panel(run_dir: Path) -> None:
         else f"{busy} of {reg.max_runs} slot(s) in use: it starts by itself when one frees up"
     )
     st.info(f"Waiting: {ordinal(place)} in the queue — {why}.", icon=":material/hourglass_top:")
-    if run_history.read_status(run_dir).get("session") != session_id():
-        st.caption("Queued from another browser session: only that session can cancel it.")
-        return
-    if st.button("Cancel", key="cancel_run", icon=":material/cancel:", help="Take it out of the queue"):
-        try:
-            reg.cancel(run_dir, session_id())
-        except LaunchError as e:  # it has just started: stop it instead
-            st.error(str(e))
-        else:
-            st.rerun()

@@ -14,16 +14,16 @@ import streamlit as st
 from plotly.colors import qualitative
 
 from ddpm_core import run_history as rh
-from ddpm_core import runs
 from ddpm_core.config import TrainConfig
 from ddpm_core.data import POINT_DATASETS
 from ddpm_core.devices import cpu_native_bf16, mps_available
 from ddpm_core.images import OnDisk, datasets_on_disk
 from ddpm_core.models import PRESETS
-from explorer import links
-from explorer.jobs import ROOT, LaunchError
+from explorer import links, run_controls
+from explorer.jobs import ROOT
 from explorer.objective_widgets import OBJECTIVE, fine_tune_error, objective_widgets
-from explorer.train_queue import queued_panel, registry, session_id
+from explorer.owners import Requester
+from explorer.train_queue import queued_panel, registry
 from explorer.ui import device_description
 from explorer.widgets import schedule_picker
 
@@ -255,7 +255,7 @@ def state_of(row: rh.RunRow) -> str:
     return row.state if status.get("pid") == job.process.pid and status.get("state") != "queued" else "starting"
 
 
-def run_panel(run_dir: Path, smoothing: float) -> None:
+def run_panel(run_dir: Path, smoothing: float, who: Requester) -> None:
     """The run's state, progress, loss curves and previews; while its process runs, a fragment rereads its folder
     every REFRESH_S seconds."""
     before = st.session_state.get(WATCHED)  # the run watched last time: the picker drops a deleted one silently
@@ -264,10 +264,10 @@ def run_panel(run_dir: Path, smoothing: float) -> None:
     st.session_state[WATCHED] = str(run_dir)
     state = state_of(rh.history_row(run_dir))
     live = state in LIVE or _our_process_alive(run_dir)
-    st.fragment(run_every=REFRESH_S if live else None)(_panel)(run_dir, smoothing, state if live else None)
+    st.fragment(run_every=REFRESH_S if live else None)(_panel)(run_dir, smoothing, who, state if live else None)
 
 
-def _panel(run_dir: Path, smoothing: float, watched: str | None) -> None:
+def _panel(run_dir: Path, smoothing: float, who: Requester, watched: str | None) -> None:
     """watched: the state the last full run saw while the run was live; None when it was not."""
     if not run_dir.is_dir():
         st.info(f"{run_dir.name}: this run's folder was deleted.")
@@ -282,16 +282,17 @@ def _panel(run_dir: Path, smoothing: float, watched: str | None) -> None:
     st.markdown(f"**{row.name}** — {state}" + (f" · {about}" if about and state != "starting" else ""))
     if state == "queued":
         queued_panel(run_dir)
+        run_controls.cancel_control(run_dir, who)
     elif state == "starting":
         st.info("Starting: the trainer is loading torch and the data; it starts logging in a few seconds.")
     elif state == "running":
-        _progress(status, records, run_dir)
+        _progress(status, records, run_dir, who)
     if metric := rh.headline_metric(run_dir):
         st.success(f"Quality of the final EMA weights: {metric} ({rh.evaluation_summary(run_dir)}).")
     elif state in ("failed", "interrupted", "unknown"):
         _failure(row)
-    if state in ("done", "stopped", "failed", "interrupted") and not busy and registry().training:  # once exited
-        _resume(row)
+    if state in run_controls.ENDED and not busy:  # once exited
+        run_controls.ended_controls(row, who, registry().training)
     if records:
         left, right = st.columns(2)
         curve = [(row.name, *rh.loss_curve(records))]
@@ -303,7 +304,7 @@ def _panel(run_dir: Path, smoothing: float, watched: str | None) -> None:
     previews(run_dir)
 
 
-def _progress(status: dict, records: list[dict], run_dir: Path) -> None:
+def _progress(status: dict, records: list[dict], run_dir: Path, who: Requester) -> None:
     p = rh.progress(status, records)
     threads = [r["cpu_threads"] for r in records if isinstance(r.get("cpu_threads"), int)]
     shared = threads and threads[-1] < max(threads)  # the trainer left a core to the app (ddpm_core.sharing)
@@ -313,12 +314,7 @@ def _progress(status: dict, records: list[dict], run_dir: Path) -> None:
     if status.get("phase") == "evaluating":
         st.info("Training is over: scoring samples of the EMA weights for the history's metric column…")
         return
-    stopping = (run_dir / runs.STOP).exists()
-    if not stopping and st.button("Stop", key="stop", icon=":material/stop:", help="Checkpoint and stop cleanly"):
-        registry().stop(run_dir)
-        stopping = True
-    if stopping:
-        st.info("Stop requested: the trainer saves a checkpoint at its next log step, then stops.")
+    run_controls.stop_control(run_dir, who)
 
 
 def _failure(row: rh.RunRow) -> None:
@@ -329,17 +325,3 @@ def _failure(row: rh.RunRow) -> None:
     if tail := rh.log_tail(row.path):
         with st.expander(f"The end of {rh.LOG}"):
             st.code(tail, language=None)
-
-
-def _resume(row: rh.RunRow) -> None:
-    if not (row.path / runs.STATE).is_file():
-        return
-    left, right = st.columns([1, 3], vertical_alignment="bottom")
-    steps = left.number_input("Resume until step", value=row.step + 1000, step=100, key="resume_steps")
-    if right.button("Resume", key="resume", icon=":material/play_arrow:"):
-        try:
-            registry().resume(row.path, int(steps), session_id())
-        except LaunchError as e:
-            st.error(str(e))
-        else:
-            st.rerun()

@@ -4,7 +4,7 @@ and compare runs. The run folder is all this page reads; explorer/jobs.py starts
 import streamlit as st
 
 from ddpm_core import run_history as rh
-from explorer import jobs, links
+from explorer import identity, jobs, links
 from explorer import objective_widgets as ow
 from explorer import recipe_widgets as rw
 from explorer import train_queue as tq
@@ -26,6 +26,8 @@ st.latex(
 )
 
 root = jobs.runs_root()
+who = identity.requester()  # this browser (its runs are its own to stop, resume, cancel, delete) and the teacher
+identity.teacher_panel(who)
 reg = tq.registry()
 reg.poll(root)  # start queued runs whose slot has freed up (a daemon thread does it too, once a second)
 
@@ -54,7 +56,7 @@ if not tq.training_off():  # the teacher's switch: no form, no launch; the runs 
         )
     tq.capacity_notice(root)
     if launch:
-        tq.launch(config, run_dir or jobs.run_folder("", config.dataset, root))
+        tq.launch(config, run_dir or jobs.run_folder("", config.dataset, root), who)
 
 rows = rh.history(root)
 if not rows:
@@ -71,7 +73,7 @@ picked = links.selectbox("Run", names, key="run", where=pick_col, help="The most
 smoothing = links.slider("Smoothing of the loss curves", key="smoothing", default=0.8, min_value=0.0,
                          max_value=0.99, step=0.01, where=smooth_col,
                          help="Weight of the exponential moving average (0: none)")  # fmt: skip
-tw.run_panel(root / picked, smoothing)
+tw.run_panel(root / picked, smoothing, who)
 ow.before_after(root / picked)
 
 st.header("History")

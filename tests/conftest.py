@@ -53,41 +53,39 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def app_url(tmp_path_factory):
-    """Start the app as a user would, wait for /_stcore/health, and stop it after the session."""
-    port = _free_port()
+def start_app(runs_root: Path, log_path: Path, args: tuple[str, ...] = (), port: int | None = None):
+    """`streamlit run explorer/app.py [-- args]` as a user would, on runs_root: (process, url) once
+    /_stcore/health answers; stop it with stop_app."""
+    port = port or _free_port()
     # one torch thread: on a 2-core machine shared with the test process, OpenMP threads spin against each other
-    env = {**os.environ, "DDPM_EXPLORER_RUNS": str(tmp_path_factory.mktemp("runs")), "OMP_NUM_THREADS": "1"}
-    log = open(tmp_path_factory.mktemp("streamlit") / "server.log", "w+")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "explorer/app.py",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--server.headless",
-            "true",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    env = {**os.environ, "DDPM_EXPLORER_RUNS": str(runs_root), "OMP_NUM_THREADS": "1"}
+    log = open(log_path, "w+")  # noqa: SIM115
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "explorer/app.py",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    if args:
+        command += ["--", *args]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    proc.log = log
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
         try:
             with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
                 if r.read() == b"ok":
-                    break
+                    return proc, url
         except OSError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -95,13 +93,23 @@ def app_url(tmp_path_factory):
             proc.kill()
             pytest.fail(f"streamlit did not come up on {url}:\n{log.read()}")
         time.sleep(0.25)
-    yield url
+
+
+def stop_app(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
-    log.close()
+    proc.log.close()
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory):
+    """The app on a runs folder of its own, for the whole session."""
+    proc, url = start_app(tmp_path_factory.mktemp("runs"), tmp_path_factory.mktemp("streamlit") / "server.log")
+    yield url
+    stop_app(proc)
 
 
 @pytest.fixture(scope="session")

@@ -381,6 +381,11 @@ ROWS = [
         undecoded("bomb, 10 gigapixels"), r"ImageError: the image is far too large", id="upload-bomb-10-gigapixels"
     ),
     pytest.param(
+        undecoded("bomb, 144 MB RGBA"),
+        r"ImageError: the image is 6,000 × 6,000 RGBA: 144 MB once decoded \(4 bytes a pixel\); the limit is 96 MB",
+        id="upload-bomb-decoded-bytes",
+    ),
+    pytest.param(
         undecoded("too many bytes"), r"ImageError: the file is 10.0 MB; the limit is 10 MB", id="upload-over-the-cap"
     ),
     pytest.param(decoded("16-bit gray"), r"^accepted$", id="upload-16-bit"),

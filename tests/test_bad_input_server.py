@@ -1,17 +1,23 @@
 """The bad-input table (tests/test_bad_input.py), continued for a classroom server that strangers share: a
 classroom file's list with one bad entry (the good entries still apply), and run folders that vanish or hold a
-status caught mid-write under the Train page (a message, never a traceback)."""
+status caught mid-write under the Train page (a message, never a traceback), and a stranger's request to act on a
+run that is not theirs, however it reaches the registry (a refusal that says whose it is)."""
 
 from __future__ import annotations
 
 import re
 import shutil
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from ddpm_core import runs
+from explorer import owners
+from explorer import train_queue as tq
 from explorer.classroom import load_classroom
+from explorer.jobs import LaunchError
+from explorer.owners import Requester
 from tests.apptest_helpers import open_page, rerun
 from tests.test_bad_input import Env, env  # noqa: F401 (env: a fixture)
 from tests.test_page_train import hand_made_run
@@ -57,6 +63,24 @@ def _as_folder(path) -> None:
     path.mkdir()
 
 
+def strangers(action: Callable[[Path, Requester], object], owner: str = "a" * 32) -> Callable[[Env], str]:
+    """A stranger's request, straight to the app's registry, on an ended run owned by `owner` ("" for none): the
+    refusal, once the run is checked to be untouched."""
+
+    def call(e: Env) -> str:
+        run = hand_made_run(e.runs_root, "theirs", [1.0, 0.5], state="stopped")
+        owners.record_owner(run, owner)
+        before = sorted(p.name for p in run.iterdir())
+        try:
+            action(run, Requester("b" * 32))
+        except LaunchError as err:
+            assert sorted(p.name for p in run.iterdir()) == before
+            return f"LaunchError: {err}"
+        return "accepted"
+
+    return call
+
+
 ROWS = [
     # -- classroom lists: one bad entry, the rest kept
     pytest.param(
@@ -76,6 +100,28 @@ ROWS = [
         ),
         r"\[locked.sample\] guidance_scales must be a number, .* got \[1\] among them; the others still apply",
         id="classroom-locked-list-entry",
+    ),
+    pytest.param(
+        classroom('[server]\nteacher_token = "1234"\n', lambda r: r.teacher_token is None),
+        r"\[server\] teacher_token must be a string of 12 to 200 printable characters .*; ignored$",
+        id="classroom-weak-teacher-token",
+    ),
+    # -- a run that belongs to another browser, or to nobody (the CLI's): refused, untouched
+    pytest.param(
+        strangers(lambda run, who: tq.registry().delete(run, who)),
+        r"^LaunchError: theirs belongs to another browser, the one that launched it: only it or the teacher can "
+        r"delete it$",
+        id="owner-stranger-deletes",
+    ),
+    pytest.param(
+        strangers(lambda run, who: tq.registry().stop(run, who)),
+        r"only it or the teacher can stop it$",
+        id="owner-stranger-stops",
+    ),
+    pytest.param(
+        strangers(lambda run, who: tq.registry().resume(run, 100, who), owner=""),
+        r"^LaunchError: theirs was not launched from this app's Train page .*only the teacher can resume it$",
+        id="owner-cli-run-resumed-from-the-app",
     ),
     # -- run folders that vanish, or whose status is caught mid-write
     pytest.param(

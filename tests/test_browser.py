@@ -24,6 +24,15 @@ def wait_for_app(page) -> None:
 READY = {"forward.py": "[data-testid='stImage'] img", "schedules.py": ".js-plotly-plot"}
 
 
+def launch_named(page, name: str) -> None:
+    """On the Train page: type the run's name, then press Launch."""
+    box = page.get_by_label("Run name")
+    box.fill(name)
+    box.press("Enter")
+    wait_for_app(page)
+    page.get_by_role("button", name="Launch").click()
+
+
 def url_path(file: str) -> str:
     return "" if file == "home.py" else file.removesuffix(".py")
 
@@ -158,11 +167,7 @@ def test_a_training_run_updates_its_loss_live_and_stops(app_url, page):
         box.fill(str(value))
         box.press("Enter")
         wait_for_app(page)
-    name = page.get_by_label("Run name")
-    name.fill("browser-run")
-    name.press("Enter")
-    wait_for_app(page)
-    page.get_by_role("button", name="Launch").click()
+    launch_named(page, "browser-run")
     page.get_by_text("Launched browser-run").wait_for(timeout=30_000)
     page.wait_for_function(f"() => ({LOSS_POINTS})() >= 1", timeout=120_000)
     page.wait_for_function(f"() => ({LOSS_POINTS})() >= 3", timeout=120_000)  # the chart updated at least twice

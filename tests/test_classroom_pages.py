@@ -21,6 +21,7 @@ from ddpm_core.config import TrainConfig
 from explorer import train_queue as tq
 from explorer.classroom import ENVIRONMENT
 from explorer.jobs import OFF, LaunchError
+from explorer.owners import Requester
 from tests.apptest_helpers import rerun
 from tests.conftest import ROOT
 from tests.test_page_train import TINY_FORM, fill, hand_made_run, rerun_until
@@ -253,8 +254,8 @@ def test_the_training_switch_hides_launching_and_the_registry_refuses_it(root, c
     assert any(m.startswith("**stopped-run** — stopped") for m in texts(at, "markdown"))
     # a request that reaches the launch code anyway — the page's handler, or the registry itself — is refused
     config = TrainConfig(**{**BRIEF, "device": "cpu"})
-    assert tq.launch(config, root / "crafted") is False
-    for call in (lambda: tq.registry().submit(config, root / "crafted", session="x"),
+    assert tq.launch(config, root / "crafted", Requester("x")) is False
+    for call in (lambda: tq.registry().submit(config, root / "crafted", who=Requester("x")),
                  lambda: tq.registry().launch(config, root / "crafted"),
                  lambda: tq.registry().resume(stopped, 100)):  # fmt: skip
         with pytest.raises(LaunchError, match="Training is turned off"):
@@ -278,7 +279,7 @@ def test_with_room_for_one_runs_queue_and_start_first_come_first_served(root, cl
     alice.selectbox(key="run").set_value("second")
     rerun(alice)  # another session's queued run: its place, but no Cancel
     assert any(i.startswith("Waiting: 1st in the queue") for i in texts(alice, "info"))
-    assert not find(alice, "button", "cancel_run") and "another browser session" in " ".join(texts(alice, "caption"))
+    assert not find(alice, "button", "cancel_run") and "belongs to another browser" in " ".join(texts(alice, "caption"))
 
     tq.registry().stop(root / "first")  # the first ends: the queue moves on by itself, one run at a time
     assert tq.registry().drain(root, timeout=180)
@@ -307,7 +308,7 @@ def test_each_browser_session_may_have_one_run_training_or_waiting(root, classro
     launch(alice, "one")
     assert texts(alice, "info")[0].startswith("Queued one: 1st in the queue")
     launch(alice, "two")
-    assert "This browser session already has 1 run(s) training or waiting (one)" in texts(alice, "error")[0]
+    assert "This browser already has 1 run(s) training or waiting (one)" in texts(alice, "error")[0]
     assert not (root / "two").exists()
     launch(bob, "two")  # another session has its own allowance
     assert texts(bob, "info")[0].startswith("Queued two: 2nd in the queue")

@@ -23,7 +23,9 @@ import pytest
 
 from ddpm_core import run_history, runs, train
 from ddpm_core.config import TrainConfig
+from explorer import identity
 from explorer.jobs import MAX_RUNS_ENV, JobRegistry, LaunchError
+from explorer.owners import Requester
 from explorer.sample_widgets import checkpoint_files
 from tests.apptest_helpers import open_page, rerun
 from tests.runs_helpers import DIGITS, ROOT, TINY, flags, wait_until
@@ -278,7 +280,8 @@ def test_two_sessions_at_once_with_room_for_two_both_finish_apart(tmp_path, proc
 def test_after_a_server_restart_the_train_page_finds_the_run_and_stops_it(tmp_path, processes):
     first = JobRegistry()
     run = tmp_path / "survivor"
-    job = first.launch(TrainConfig(**{**ENDLESS, "checkpoint_every": 0}), run)
+    browser = Requester("f" * 32)  # the browser that launched it: its cookie names it again after the restart
+    job = first.launch(TrainConfig(**{**ENDLESS, "checkpoint_every": 0}), run, browser)
     proc = job.process
     processes.append(proc)
     wait_until(lambda: runs.read_status(run).get("step", 0) >= 3, proc, 120, "training")
@@ -287,6 +290,7 @@ def test_after_a_server_restart_the_train_page_finds_the_run_and_stops_it(tmp_pa
     restarted = JobRegistry()
     assert restarted.job(run) is None and restarted.active(tmp_path) == [run.resolve()]
     at = open_page("train.py")  # the page's registry has never seen this run either
+    at.session_state[identity.OWNER] = browser.owner
     assert "survivor" in set(at.dataframe[0].value["name"])
     assert at.dataframe[0].value.set_index("name").loc["survivor", "status"] == "running"
     assert any("1 run(s) training now (survivor)" in w.value for w in at.warning)

@@ -36,6 +36,7 @@ from ddpm_core.forward import (
     work_copy,
 )
 from ddpm_core.images import (
+    MAX_DECODED_BYTES,
     MAX_PIXELS,
     MAX_UPLOAD_BYTES,
     SAMPLE_PHOTOS,
@@ -246,10 +247,10 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def _png_claiming(width: int, height: int) -> bytes:
-    """A valid PNG header for width × height 8-bit RGB, followed by a few bytes of image data: a few hundred bytes
-    that would decode to width·height·3 bytes. Nothing of that size is allocated here."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+def _png_claiming(width: int, height: int, colour_type: int = 2) -> bytes:
+    """A valid PNG header for width × height 8-bit RGB (colour type 2; 0 gray, 6 RGBA), followed by a few bytes of
+    image data: a few hundred bytes that would decode to width·height·4 bytes. Nothing of that size is allocated."""
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
         + _chunk(b"IHDR", header)
@@ -329,6 +330,7 @@ DECODE_CASES = {  # name: (bytes, size, channels, check of the tensor — or the
     "too many bytes": (lambda: b"\x89PNG" + bytes(MAX_UPLOAD_BYTES), 32, 3, "limit is 10 MB"),
     "bomb, 64 megapixels": (lambda: _png_claiming(8000, 8000), 32, 3, "64 megapixels; the limit is 40"),
     "bomb, 10 gigapixels": (lambda: _png_claiming(100_000, 100_000), 32, 3, "far too large"),
+    "bomb, 144 MB RGBA": (lambda: _png_claiming(6000, 6000, colour_type=6), 32, 3, "144 MB once decoded"),
     "16-bit gray": (_sixteen_bit, 16, 1, _check_sixteen_bit),
     "palette": (_palette, 8, 3, _check_palette),
     "alpha": (_alpha, 8, 3, _check_alpha),
@@ -357,11 +359,16 @@ def test_decode_image(case):
 def test_the_bomb_limit_is_checked_on_the_header():
     """A header just under the limit passes the size check and then fails on its missing pixel data; one just over
     is refused for its size: the check reads the header, not the pixels."""
-    side = math.isqrt(MAX_PIXELS)
+    side = math.isqrt(MAX_PIXELS)  # gray: 1 byte a pixel, so the pixel limit comes before the decoded-bytes one
     with pytest.raises(ImageError, match="truncated or corrupt"):
-        decode_image(_png_claiming(side, side), 32)
+        decode_image(_png_claiming(side, side, colour_type=0), 32)
     with pytest.raises(ImageError, match="megapixels"):
-        decode_image(_png_claiming(side + 1, side + 1), 32)
+        decode_image(_png_claiming(side + 1, side + 1, colour_type=0), 32)
+    side = math.isqrt(MAX_DECODED_BYTES // 4)  # RGBA: 4 bytes a pixel
+    with pytest.raises(ImageError, match="truncated or corrupt"):
+        decode_image(_png_claiming(side, side, colour_type=6), 32)
+    with pytest.raises(ImageError, match="MB once decoded"):
+        decode_image(_png_claiming(side + 1, side + 1, colour_type=6), 32)
 
 
 def test_bad_arguments_are_refused():

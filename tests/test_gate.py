@@ -12,6 +12,7 @@ from explorer import gate
 from explorer import train_queue as tq
 from explorer.classroom import Classroom
 from explorer.jobs import LaunchError
+from explorer.owners import Requester
 from tests.apptest_helpers import rerun
 from tests.conftest import ROOT
 from tests.test_classroom_pages import BRIEF, BUNDLED, classroom, open_page, root, warnings  # noqa: F401
@@ -140,9 +141,9 @@ def test_measure_is_refused_over_the_caps(root, classroom):  # noqa: F811
 def test_launch_and_resume_keep_to_the_steps_per_run(root, classroom):  # noqa: F811
     classroom(CAPS)
     config = TrainConfig(**{**BRIEF, "device": "cpu", "steps": 41})
-    assert tq.launch(config, root / "long") is False and not (root / "long").exists()
+    assert tq.launch(config, root / "long", Requester("x")) is False and not (root / "long").exists()
     with pytest.raises(LaunchError, match="41 training steps are more than this server allows per run"):
-        tq.registry().submit(config, root / "long", session="x")
+        tq.registry().submit(config, root / "long", who=Requester("x"))
     stopped = hand_made_run(root, "stopped-run", [1.0, 0.5], state="stopped")
     with pytest.raises(LaunchError, match="1,000 training steps are more than"):
         tq.registry().resume(stopped, 1000)

@@ -14,6 +14,7 @@ import torch
 
 from ddpm_core import run_history, runs
 from ddpm_core.config import TrainConfig
+from explorer import owners
 from explorer.classroom import Classroom
 from explorer.jobs import (
     MAX_RUNS_ENV,
@@ -23,6 +24,7 @@ from explorer.jobs import (
     default_max_runs,
     run_folder,
 )
+from explorer.owners import Requester
 from tests.runs_helpers import TINY
 
 QUICK = {**TINY, "steps": 30, "warmup": 5, "log_every": 5, "preview_every": 15, "checkpoint_every": 15}
@@ -199,14 +201,14 @@ def test_run_names_are_sanitised_or_refused(tmp_path):
 
 
 def test_submitted_runs_wait_in_a_queue_and_start_first_come_first_served(room, tmp_path):
-    first = room.submit(TrainConfig(**LONG), tmp_path / "first", session="a")
+    first = room.submit(TrainConfig(**LONG), tmp_path / "first", who=Requester("a"))
     assert first is not None  # a free slot: it starts at once
-    assert room.submit(TrainConfig(**BRIEF), tmp_path / "second", session="b") is None
-    assert room.submit(TrainConfig(**BRIEF), tmp_path / "third", session="c") is None
+    assert room.submit(TrainConfig(**BRIEF), tmp_path / "second", who=Requester("b")) is None
+    assert room.submit(TrainConfig(**BRIEF), tmp_path / "third", who=Requester("c")) is None
     second, third = (tmp_path / "second").resolve(), (tmp_path / "third").resolve()
     assert room.queue(tmp_path) == [second, third]
     status = run_history.read_status(second)
-    assert (status["state"], status["session"], status["total_steps"]) == ("queued", "b", 5)
+    assert (status["state"], status["total_steps"], owners.owner_of(second)) == ("queued", 5, "b")
     assert runs.read_json(second / runs.CONFIG)["out"] == str(second)  # ready to start as it is
     assert [r.state for r in run_history.history(tmp_path)].count("queued") == 2
     assert JobRegistry().queue(tmp_path) == [second, third]  # a restarted server finds the queue in the folders
@@ -238,21 +240,23 @@ def test_a_restarted_server_starts_the_queue_it_finds(tmp_path, monkeypatch):
         cleaned_up(restarted)
 
 
-def test_the_per_session_limit_counts_running_and_queued_runs(room, tmp_path):
-    assert room.submit(TrainConfig(**LONG), tmp_path / "mine", session="a") is not None
-    with pytest.raises(LaunchError, match=r"This browser session already has 1 run\(s\) training or waiting \(mine\)"):
-        room.submit(TrainConfig(**QUICK), tmp_path / "more", session="a")
+def test_the_per_browser_limit_counts_running_and_queued_runs(room, tmp_path):
+    assert room.submit(TrainConfig(**LONG), tmp_path / "mine", who=Requester("a")) is not None
+    with pytest.raises(LaunchError, match=r"This browser already has 1 run\(s\) training or waiting \(mine\)"):
+        room.submit(TrainConfig(**QUICK), tmp_path / "more", who=Requester("a"))
     assert not (tmp_path / "more").exists()
-    assert room.submit(TrainConfig(**QUICK), tmp_path / "theirs", session="b") is None  # queued
+    assert room.submit(TrainConfig(**QUICK), tmp_path / "theirs", who=Requester("b")) is None  # queued
     with pytest.raises(LaunchError, match=r"already has 1 run\(s\) training or waiting \(theirs\)"):
-        room.submit(TrainConfig(**QUICK), tmp_path / "again", session="b")
-    with pytest.raises(LaunchError, match="queued from another browser session"):
-        room.cancel(tmp_path / "theirs", session="a")
-    room.cancel(tmp_path / "theirs", session="b")
+        room.submit(TrainConfig(**QUICK), tmp_path / "again", who=Requester("b"))
+    with pytest.raises(
+        LaunchError, match="belongs to another browser, the one that launched it: only it or the teacher can cancel it"
+    ):
+        room.cancel(tmp_path / "theirs", who=Requester("a"))
+    room.cancel(tmp_path / "theirs", who=Requester("b"))
     assert not (tmp_path / "theirs").exists() and room.queue(tmp_path) == []
-    assert room.submit(TrainConfig(**QUICK), tmp_path / "again", session="b") is None  # room in b's allowance again
+    assert room.submit(TrainConfig(**QUICK), tmp_path / "again", who=Requester("b")) is None  # b has room again
     with pytest.raises(LaunchError, match="not waiting in the queue"):
-        room.cancel(tmp_path / "mine", session="a")
+        room.cancel(tmp_path / "mine", who=Requester("a"))
 
 
 def test_the_teachers_switch_refuses_launch_submit_and_resume(registry, tmp_path, monkeypatch):
@@ -265,7 +269,7 @@ def test_the_teachers_switch_refuses_launch_submit_and_resume(registry, tmp_path
     assert not registry.training
     for call in (
         lambda: registry.launch(TrainConfig(**QUICK), tmp_path / "a"),
-        lambda: registry.submit(TrainConfig(**QUICK), tmp_path / "b", session="s"),
+        lambda: registry.submit(TrainConfig(**QUICK), tmp_path / "b", who=Requester("s")),
         lambda: registry.resume(stopped, 20),
     ):
         with pytest.raises(LaunchError, match="Training is turned off on this server"):

@@ -42,9 +42,10 @@ def _panel_of(folder: str, watched: str | None) -> None:
     import streamlit as st
 
     from explorer import train_widgets as tw
+    from explorer.owners import Requester
 
     st.session_state["runs"] = st.session_state.get("runs", 0) + 1
-    tw._panel(Path(folder), 0.8, watched if st.session_state["runs"] == 1 else None)
+    tw._panel(Path(folder), 0.8, Requester("a-student"), watched if st.session_state["runs"] == 1 else None)
 
 
 def test_the_polling_panel_of_a_deleted_run_says_so_and_redraws_the_page(root):  # noqa: F811
