@@ -25,7 +25,7 @@ from bench.common import machine, publish  # noqa: E402
 from ddpm_core.config import TrainConfig  # noqa: E402
 from ddpm_core.metrics import digits_report  # noqa: E402
 from ddpm_core.sample import sample  # noqa: E402
-from ddpm_core.train import Trainer  # noqa: E402
+from ddpm_core.trainer import Trainer  # noqa: E402
 
 
 def ddim_1000(trainer: Trainer) -> tuple[torch.Tensor, float]:

@@ -13,9 +13,9 @@ upsampling back to 28×28), real plus N(0, 0.2²) noise on the [0, 1] pixel scal
 
 Contestants, each trained for wall-clock budgets of training (the clock stopped while it is evaluated), the samples
 drawn with DDIM-50 (x̂₀ clipped) from the same x_T:
-- ours: the `cpu-mnist` recipe (ddpm_core.recipes) through ddpm_core.train.Trainer, its EMA weights, in the recipe's
+- ours: the `cpu-mnist` recipe (ddpm_core.recipes) through ddpm_core.trainer.Trainer, its EMA weights, in the recipe's
   precision (bf16 autocast where the CPU has native bf16, else float32);
-- course: the course's MNIST recipe as bench/seed_recipe.py ports it (its tiny LayerNorm UNet on MNIST padded to
+- course: the course's MNIST recipe as bench/course_recipe.py ports it (its tiny LayerNorm UNet on MNIST padded to
   32×32 as the course pads it, Adam 1e-3, batch 128, no EMA, its faulty time table), float32. Scored with our DDIM-50
   on its weights, which is kinder to it than its own 1000 ancestral steps with σ² = β_t and no clipping (the digits race
   in bench/RESULTS.md saw that sampler diverge) and 20× cheaper to evaluate;
@@ -59,7 +59,7 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_race import time_to_reach  # noqa: E402
 from bench.bench_throughput import matmul_peak  # noqa: E402
 from bench.common import machine, publish  # noqa: E402
-from bench.seed_recipe import SeedRecipe  # noqa: E402
+from bench.course_recipe import CourseRecipe  # noqa: E402
 from ddpm_core import runs  # noqa: E402
 from ddpm_core.classifier import SmallCNN, train_classifier  # noqa: E402
 from ddpm_core.data import load_dataset  # noqa: E402
@@ -72,7 +72,7 @@ from ddpm_core.models import count_parameters, describe_model  # noqa: E402
 from ddpm_core.recipes import recipe_config  # noqa: E402
 from ddpm_core.sample import sample  # noqa: E402
 from ddpm_core.schedules import make_schedule  # noqa: E402
-from ddpm_core.train import Trainer  # noqa: E402
+from ddpm_core.trainer import Trainer  # noqa: E402
 
 RECIPE = "cpu-mnist"
 GOAL_RATIO = 10.0
@@ -148,7 +148,7 @@ def ours(root: Path, run_dir: Path, changes: dict) -> tuple[Contestant, Trainer]
 
 
 def course(x: torch.Tensor) -> Contestant:
-    recipe = SeedRecipe(x, size=32)
+    recipe = CourseRecipe(x, size=32)
     batches = recipe.batches()
     diffusion = Diffusion(make_schedule("linear", 1000, beta_start=1e-4, beta_end=0.02))
     return Contestant("course", lambda: recipe.train_step(next(batches)), lambda: recipe.network, diffusion,

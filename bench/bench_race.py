@@ -1,16 +1,17 @@
-"""Time to quality: the seed course's recipe against our default digits recipe, same data, same CPU threads.
+"""Time to quality: the course's recipe against our default digits recipe, same data, same CPU threads.
 
 Both train on the 1797 scikit-learn digits, one after the other in one process. At each training wall-time budget the
 clock stops and n samples (default 1000) from each recipe's own sampler are scored by pixel-FD and classifier
 confidence (ddpm_core.metrics.digits_report), in [-1, 1] 8×8 space:
-- seed (bench/seed_recipe.py): its tiny LayerNorm UNet, Adam 1e-3, no EMA; 1000 ancestral steps, σ² = β_t, unclipped.
-- ours: TrainConfig() through ddpm_core.train.Trainer; DDIM-50 from the EMA weights, x̂₀ clipped (as bench_engine.py).
-Ours is also measured at a few early budgets, so that the time it needs to reach the seed's best FD can be found.
-Goals: ours FD ≤ 0.3 within 60 s (ideally 30 s); (seed's time to its best FD) / (our time to reach it) ≥ 20×.
-Writes race_fd.svg (FD vs training time, log-log), seed_samples.png and ours_samples.png to --out.
+- course (bench/course_recipe.py): its tiny LayerNorm UNet, Adam 1e-3, no EMA; 1000 ancestral steps, σ² = β_t,
+  unclipped.
+- ours: TrainConfig() through ddpm_core.trainer.Trainer; DDIM-50 from the EMA weights, x̂₀ clipped (as bench_engine.py).
+Ours is also measured at a few early budgets, so that the time it needs to reach the course's best FD can be found.
+Goals: ours FD ≤ 0.3 within 60 s (ideally 30 s); (course's time to its best FD) / (our time to reach it) ≥ 20×.
+Writes race_fd.svg (FD vs training time, log-log), course_samples.png and ours_samples.png to --out.
 
 Usage: python bench/bench_race.py [--budgets 15 30 60 120 240 480] [--early 0.5 1 1.5 2 3 4 8] [--threads 2]
-           [--n-samples 1000] [--seed-size 8] [--out bench/race] [--write]   (--write appends to bench/RESULTS.md)
+           [--n-samples 1000] [--course-size 8] [--out bench/race] [--write]   (--write appends to bench/RESULTS.md)
 """
 
 from __future__ import annotations
@@ -29,17 +30,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import machine, publish  # noqa: E402
-from bench.seed_recipe import SeedRecipe  # noqa: E402
-from bench.seed_recipe import T as SEED_T  # noqa: E402
+from bench.course_recipe import CourseRecipe  # noqa: E402
+from bench.course_recipe import T as COURSE_T  # noqa: E402
 from ddpm_core.config import TrainConfig  # noqa: E402
 from ddpm_core.data import load_dataset  # noqa: E402
 from ddpm_core.gif import image_grid, save_png  # noqa: E402
 from ddpm_core.metrics import digits_classifier, digits_report  # noqa: E402
 from ddpm_core.sample import sample  # noqa: E402
-from ddpm_core.train import Trainer  # noqa: E402
+from ddpm_core.trainer import Trainer  # noqa: E402
 
 GOAL_FD, GOAL_FD_BY, GOAL_RATIO = 0.3, 60.0, 20.0
-COLORS = {"seed": "#d62728", "ours": "#1f77b4"}
+COLORS = {"course": "#d62728", "ours": "#1f77b4"}
 GRID_N = 100  # samples in each PNG grid (10 × 10)
 
 
@@ -96,12 +97,13 @@ def ours_draw(trainer: Trainer, n: int) -> Callable[[], torch.Tensor]:
     return lambda: sample(trainer.ema.model, trainer.diffusion, n, shape, **settings).samples
 
 
-def seed_eval_estimate(recipe: SeedRecipe, n: int, steps: int = 10) -> float:
-    """Seconds for one seed evaluation (n samples × T steps), from timing `steps` sampler steps after a warm-up one."""
+def course_eval_estimate(recipe: CourseRecipe, n: int, steps: int = 10) -> float:
+    """Seconds for one course evaluation (n samples × T steps), from timing `steps` sampler steps after a warm-up
+    one."""
     recipe.sample(n, steps=1)
     tick = time.perf_counter()
     recipe.sample(n, steps=steps)
-    return (time.perf_counter() - tick) / steps * SEED_T
+    return (time.perf_counter() - tick) / steps * COURSE_T
 
 
 def time_to_reach(rows: list[dict], target: float, key: str = "pixel_fd") -> tuple[float | None, str]:
@@ -215,13 +217,13 @@ def fd_at(rows: list[dict], budget: float) -> str:
     return f"{match[0]['pixel_fd']:.3f}" if match else "not measured"
 
 
-def summary(seed_rows: list[dict], ours_rows: list[dict]) -> list[str]:
-    best = min(seed_rows, key=lambda r: r["pixel_fd"])
+def summary(course_rows: list[dict], ours_rows: list[dict]) -> list[str]:
+    best = min(course_rows, key=lambda r: r["pixel_fd"])
     ours_t, ours_note = time_to_reach(ours_rows, best["pixel_fd"])
     goal_t, goal_note = time_to_reach(ours_rows, GOAL_FD)
-    last = seed_rows[-1]["train_s"]
+    last = course_rows[-1]["train_s"]
     lines = [
-        f"- Seed's best FD within the budgets: {best['pixel_fd']:.3f}, after {best['train_s']:.1f} s of training "
+        f"- Course's best FD within the budgets: {best['pixel_fd']:.3f}, after {best['train_s']:.1f} s of training "
         f"({best['steps']} steps).",
     ]
     if ours_t is None:
@@ -231,12 +233,12 @@ def summary(seed_rows: list[dict], ours_rows: list[dict]) -> list[str]:
         lines += [
             f"- Ours reached FD {best['pixel_fd']:.3f} after {ours_note}{ours_t:.2f} s (FD linear between measured "
             "points on a log-time axis).",
-            f"- Ratio (seed's time to its best) / (ours to reach it): {bound}{best['train_s'] / ours_t:.1f}× "
-            f"(goal ≥ {GOAL_RATIO:.0f}×); seed's whole budget {last:.0f} s / ours: {bound}{last / ours_t:.1f}×.",
+            f"- Ratio (course's time to its best) / (ours to reach it): {bound}{best['train_s'] / ours_t:.1f}× "
+            f"(goal ≥ {GOAL_RATIO:.0f}×); course's whole budget {last:.0f} s / ours: {bound}{last / ours_t:.1f}×.",
         ]
-    end = seed_rows[-1]
+    end = course_rows[-1]
     lines.append(
-        f"- Seed's final samples: range [{end['min']:.3g}, {end['max']:.3g}], {end['outside']:.1%} of pixel values "
+        f"- Course's final samples: range [{end['min']:.3g}, {end['max']:.3g}], {end['outside']:.1%} of pixel values "
         f"outside [-1, 1] ({end['nonfinite']:.1%} NaN/inf); the metric clips them to [-1, 1]."
     )
     reach = "not reached" if goal_t is None else f"{goal_note}{goal_t:.1f} s"
@@ -254,7 +256,7 @@ def main() -> None:
                    help="extra early budgets for ours only")  # fmt: skip
     p.add_argument("--threads", type=int, default=2, help="torch threads for both recipes")
     p.add_argument("--n-samples", type=int, default=1000, help="samples per evaluation")
-    p.add_argument("--seed-size", type=int, default=8, help="the seed UNet's canvas: 8 (native) or 16 (padded)")
+    p.add_argument("--course-size", type=int, default=8, help="the course UNet's canvas: 8 (native) or 16 (padded)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "race", help="folder for the plot and the grids")
     p.add_argument("--write", action="store_true", help="append the section to bench/RESULTS.md")
     args = p.parse_args()
@@ -263,11 +265,12 @@ def main() -> None:
     print(f"machine: {machine()}")
     digits_classifier()  # trained once here, not inside the first evaluation
 
-    seed = SeedRecipe(load_dataset("digits").x, size=args.seed_size)
-    seed_eval = seed_eval_estimate(seed, n)
+    course = CourseRecipe(load_dataset("digits").x, size=args.course_size)
+    course_eval = course_eval_estimate(course, n)
     print(
-        f"one seed evaluation ({n} samples × {SEED_T} steps, {args.seed_size}×{args.seed_size}): ≈ {seed_eval:.0f} s; "
-        f"whole run ≈ {(2 * budgets[-1] + len(budgets) * seed_eval) / 60:.0f} min plus our evaluations",
+        f"one course evaluation ({n} samples × {COURSE_T} steps, {args.course_size}×{args.course_size}): "
+        f"≈ {course_eval:.0f} s; whole run ≈ {(2 * budgets[-1] + len(budgets) * course_eval) / 60:.0f} min plus our "
+        "evaluations",
         flush=True,
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -278,45 +281,45 @@ def main() -> None:
         ours_rows, ours_samples = race(
             "ours", trainer.train_step, trainer.batches(), ours_draw(trainer, n), ours_budgets
         )
-    seed_rows, seed_samples = race("seed", seed.train_step, seed.batches(), lambda: seed.sample(n), budgets)
+    course_rows, course_samples = race("course", course.train_step, course.batches(), lambda: course.sample(n), budgets)
 
     args.out.mkdir(parents=True, exist_ok=True)
     curves = [
         (
-            f"seed: {SEED_T}-step ancestral, no clipping",
-            COLORS["seed"],
-            [(r["train_s"], r["pixel_fd"]) for r in seed_rows],
+            f"course: {COURSE_T}-step ancestral, no clipping",
+            COLORS["course"],
+            [(r["train_s"], r["pixel_fd"]) for r in course_rows],
         ),
         ("ours: DDIM-50 from the EMA, clipped", COLORS["ours"], [(r["train_s"], r["pixel_fd"]) for r in ours_rows]),
     ]
     (args.out / "race_fd.svg").write_text(fd_plot_svg(curves, GOAL_FD, GOAL_FD_BY))
-    for name, samples in (("seed", seed_samples), ("ours", ours_samples)):
+    for name, samples in (("course", course_samples), ("ours", ours_samples)):
         grid = image_grid(torch.nan_to_num(samples[:GRID_N], nan=0.0), nrow=10)
         save_png(grid, args.out / f"{name}_samples.png")
     rel = args.out.resolve().relative_to(ROOT / "bench") if args.out.resolve().is_relative_to(ROOT / "bench") else None
 
     lines = [
-        f"## Time to quality vs the seed recipe — {time.strftime('%Y-%m-%d')} — {machine()}",
+        f"## Time to quality vs the course recipe — {time.strftime('%Y-%m-%d')} — {machine()}",
         "",
         f"`python bench/bench_race.py` — both recipes on the 1797 digits, one after the other, torch threads: "
         f"{args.threads}; pixel-FD and classifier confidence of {n} samples from each recipe's own sampler; the clock "
         "stops while evaluating.",
         "",
-        f"**Seed** (bench/seed_recipe.py: tiny LayerNorm UNet on {args.seed_size}×{args.seed_size}, its faulty time "
-        "table, Adam 1e-3, batch 128, no EMA; 1000 ancestral steps, σ² = β_t, no clipping):",
+        f"**Course** (bench/course_recipe.py: tiny LayerNorm UNet on {args.course_size}×{args.course_size}, its "
+        "faulty time table, Adam 1e-3, batch 128, no EMA; 1000 ancestral steps, σ² = β_t, no clipping):",
         "",
-        *table(seed_rows),
+        *table(course_rows),
         "",
         "**Ours** (`TrainConfig()`: tiny UNet, lr 2e-3, batch 128, EMA 0.999; DDIM-50 from the EMA weights, "
         "x̂₀ clipped):",
         "",
         *table(ours_rows),
         "",
-        *summary(seed_rows, ours_rows),
+        *summary(course_rows, ours_rows),
         "",
     ]
     if rel is not None:
-        grids = f"Final samples: seed `{rel}/seed_samples.png`, ours `{rel}/ours_samples.png`."
+        grids = f"Final samples: course `{rel}/course_samples.png`, ours `{rel}/ours_samples.png`."
         lines += [f"![FD vs training time]({rel}/race_fd.svg)", "", grids, ""]
     publish(lines, args.write)
     print(f"plot and grids in {args.out}")

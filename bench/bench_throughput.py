@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import machine, publish  # noqa: E402
 from ddpm_core.config import TrainConfig  # noqa: E402
 from ddpm_core.data import one_line  # noqa: E402
-from ddpm_core.train import Trainer  # noqa: E402
+from ddpm_core.trainer import Trainer  # noqa: E402
 
 
 @dataclass(frozen=True)

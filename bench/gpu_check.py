@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ddpm_core.config import TrainConfig  # noqa: E402
-from ddpm_core.train import Trainer  # noqa: E402
+from ddpm_core.trainer import Trainer  # noqa: E402
 
 
 def throughput(config: TrainConfig, out: Path, steps: int = 100) -> float:

@@ -44,7 +44,7 @@ from ddpm_core.idx import find_idx, read_idx, write_idx  # noqa: E402
 from ddpm_core.metrics import image_fd  # noqa: E402
 from ddpm_core.models import count_parameters  # noqa: E402
 from ddpm_core.sample import sample  # noqa: E402
-from ddpm_core.train import Trainer  # noqa: E402
+from ddpm_core.trainer import Trainer  # noqa: E402
 
 LOSS_EMA = 0.98  # per-step decay of the smoothed loss: a memory of about 50 steps
 REPORT_AT = (10, 20, 30, 60, 90, 120)  # training seconds at which the table shows the smoothed loss

@@ -88,7 +88,7 @@ def compare_samplers(
     clip_x0: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[CellResult]:
-    """Sample n of one sample shape (e.g. (1, 8, 8) or (2,)) with each setting, from the same x_T (the seed's).
+    """Sample n of one sample shape (e.g. (1, 8, 8) or (2,)) with each setting, from one x_T (the random seed's).
 
     eta applies to the DDIM cells (0: deterministic), variance (σ_t² = β_t or β̃_t) to the DDPM cells, clip_x0 to
     all. metric(samples) → dict is called on each cell's samples (N, ...). progress(done, total) counts steps over
@@ -144,8 +144,9 @@ def compare_guidance(
     **settings,
 ) -> list[GuidanceCell]:
     """Sample n_per_class of each class at each guidance scale s of ε̃ = ε(∅) + s (ε(y) − ε(∅)), every cell from the
-    same x_T (the seed's). settings: sampler, steps, eta, variance, clip_x0 as sample() takes them. classify(samples)
-    → (N,) predicted labels scores each cell's accuracy. progress(done, total) counts steps over the whole grid."""
+    same x_T (the random seed's). settings: sampler, steps, eta, variance, clip_x0 as sample() takes them.
+    classify(samples) → (N,) predicted labels scores each cell's accuracy. progress(done, total) counts steps over
+    the whole grid."""
     if not classes or not scales or n_per_class < 1:
         raise ValueError("compare_guidance needs at least one class, one scale and one sample per class")
     if not all(0.0 <= s <= 20.0 for s in scales):

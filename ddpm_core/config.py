@@ -15,6 +15,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from ddpm_core.data import DATASETS, POINT_DATASETS, Dataset, load_dataset
+from ddpm_core.diffusion import PREDICTION_TYPES
 from ddpm_core.model_limits import check_model_size
 from ddpm_core.models import PRESETS, ModelConfig
 from ddpm_core.schedules import SCHEDULES, make_schedule
@@ -27,7 +28,7 @@ class TrainConfig:
     data_root: str = "data"  # where torchvision data sets live (and are downloaded to with --download)
     download: bool = False  # let torchvision download mnist/fashion_mnist/cifar10 (needs internet)
     folder: str = ""  # dataset=folder: a folder of images, optionally one subfolder per class
-    image_size: int = 0  # 0: the data set's own (28 for MNIST-like; 32 pads them like the seed); else resize
+    image_size: int = 0  # 0: the data set's own (28 for MNIST-like; 32 pads them like the course); else resize
     resize_mode: str = "pad"  # how 28-px MNIST-like images reach 32: pad (2 px of background) or resize
     channels: int = 0  # 0: the data set's own; 1 grayscale, 3 RGB
     classes: list[str] = field(default_factory=list)  # keep only these classes (labels or names); empty: all
@@ -41,7 +42,7 @@ class TrainConfig:
     schedule: str = "linear"  # one of ddpm_core.SCHEDULES
     schedule_params: dict[str, float] = field(default_factory=dict)  # e.g. {"beta_end": 0.02}; missing: defaults
     rescale_zero_terminal_snr: bool = False  # rescale β so that ᾱ_T = 0 (Lin et al. 2024)
-    prediction_type: str = "eps"  # what the network predicts: eps (the seed's), x0, or v (Salimans & Ho 2022)
+    prediction_type: str = "eps"  # what the network predicts: eps (Ho et al.'s), x0, or v (Salimans & Ho 2022)
     loss_weighting: str = "none"  # none, or min_snr: weight each t by min(SNR_t, γ) (Hang et al. 2023)
     min_snr_gamma: float = 5.0  # γ of min_snr
     # classes and fine-tuning
@@ -202,7 +203,7 @@ def validate(c: TrainConfig) -> None:
     for n in ("warmup", "grad_clip", "weight_decay", "preview_every", "checkpoint_every", "image_size"):
         if getattr(c, n) < 0:
             raise ValueError(f"{n} must be ≥ 0, got {getattr(c, n)}")
-    if c.prediction_type not in ("eps", "x0", "v"):
+    if c.prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"prediction_type must be eps, x0 or v, got {c.prediction_type!r}")
     if c.loss_weighting not in ("none", "min_snr"):
         raise ValueError(f"loss_weighting must be none or min_snr, got {c.loss_weighting!r}")

@@ -1,4 +1,5 @@
-"""The diffusion process of Ho et al. 2020 (and DDIM's step, Song et al. 2021): one method per equation.
+"""The diffusion process of Ho et al. 2020 (and DDIM's step, Song et al. 2021): one method per equation, each citing
+it (the map from equations to functions and pages: ddpm_core/equations.py).
 
 Index convention (as in schedules.py): timestep index ``t = 0 … T-1`` is the paper's t + 1. ``t_prev = -1`` stands
 for the clean data x_0, where ᾱ = 1.
@@ -19,8 +20,10 @@ from torch import Tensor, nn
 
 from ddpm_core.schedules import ALPHA_BAR_FLOOR, Schedule
 
-VarianceType = Literal["beta", "posterior"]  # σ_t² = β_t (the seed's) or β̃_t (the posterior's)
+VarianceType = Literal["beta", "posterior"]  # σ_t² = β_t (Ho et al.'s choice for sampling) or β̃_t (the posterior's)
 Spacing = Literal["leading", "trailing", "linspace"]
+PredictionType = Literal["eps", "x0", "v"]  # what a network outputs: ε, x_0, or v (Salimans & Ho 2022)
+PREDICTION_TYPES: tuple[str, ...] = get_args(PredictionType)
 
 
 class Step(NamedTuple):
@@ -68,6 +71,7 @@ class Diffusion(nn.Module):
     >>> d = Diffusion(make_schedule("linear", 1000))
     >>> x_t = d.q_sample(x0, t, noise)
     >>> x_prev, x0_pred = d.ddpm_step(eps_pred, t, x_t, variance="posterior", clip_x0=True)
+    >>> x_prev, x0_pred = d.ddim_step(eps_pred, t, x_t, t_prev, eta=0.0)
     """
 
     def __init__(self, schedule: Schedule):
@@ -93,10 +97,7 @@ class Diffusion(nn.Module):
         # every reverse step: ᾱ at t and at t_prev + 1 (index 0 is ᾱ = 1, for x_0)
         buffer("alpha_bars", alpha_bars)
         buffer("alpha_bars_padded", torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars]))
-        # q_posterior: μ̃ = c₀ x_0 + c_t x_t, variance β̃
-        ab_prev = schedule.alpha_bars_prev
-        buffer("posterior_mean_coef_x0", ab_prev.sqrt() * schedule.betas / (1 - schedule.alpha_bars))
-        buffer("posterior_mean_coef_xt", schedule.alphas.sqrt() * (1 - ab_prev) / (1 - schedule.alpha_bars))
+        # q_posterior: β̃ (μ̃'s coefficients come from ᾱ_t and ᾱ_{t_prev}, for strided steps too)
         buffer("posterior_variance", schedule.posterior_variance)
         # The same tables as Python floats, never moved: a sampler's step at an int t reads its scalars here, so a
         # step costs no gather, cast or kernel launch per coefficient and no device sync.
@@ -106,7 +107,7 @@ class Diffusion(nn.Module):
     # Forward process
 
     def q_sample(self, x0: Tensor, t: int | Tensor, noise: Tensor | None = None, generator=None) -> Tensor:
-        """Sample q(x_t | x_0) in closed form: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε, ε ~ N(0, I).
+        """Sample q(x_t | x_0) in closed form (Ho et al. eq. 4): x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε, ε ~ N(0, I).
 
         x0, noise: (B, ...); t: int or (B,). Returns x_t, (B, ...).
         """
@@ -116,7 +117,8 @@ class Diffusion(nn.Module):
         return extract(self.sqrt_alpha_bars, t, x0) * x0 + extract(self.sqrt_one_minus_alpha_bars, t, x0) * noise
 
     def q_step(self, x_prev: Tensor, t: int | Tensor, noise: Tensor | None = None, generator=None) -> Tensor:
-        """One forward step q(x_t | x_{t−1}): x_t = √α_t x_{t−1} + √β_t ε = √(1 − β_t) x_{t−1} + √β_t ε.
+        """One forward step q(x_t | x_{t−1}) (Ho et al. eq. 2):
+        x_t = √α_t x_{t−1} + √β_t ε = √(1 − β_t) x_{t−1} + √β_t ε.
 
         Iterating it for t = 0 … k from x_0 gives x_k with the same law as q_sample(x_0, k).
         x_prev, noise: (B, ...); t: int or (B,). Returns x_t, (B, ...).
@@ -126,16 +128,29 @@ class Diffusion(nn.Module):
             noise = self._randn(x_prev, generator)
         return extract(self.sqrt_alphas, t, x_prev) * x_prev + extract(self.sqrt_betas, t, x_prev) * noise
 
-    def q_posterior(self, x0: Tensor, x_t: Tensor, t: int | Tensor) -> Posterior:
-        """The diffusion posterior q(x_{t−1} | x_t, x_0) = N(μ̃_t, β̃_t I), with
+    def q_posterior(self, x0: Tensor, x_t: Tensor, t: int | Tensor, t_prev: int | Tensor | None = None) -> Posterior:
+        """The diffusion posterior q(x_{t−1} | x_t, x_0) = N(μ̃_t, β̃_t I) (Ho et al. eqs. 6–7), with
         μ̃_t = √ᾱ_{t−1} β_t / (1 − ᾱ_t) · x_0 + √α_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t) · x_t and
         β̃_t = (1 − ᾱ_{t−1}) / (1 − ᾱ_t) · β_t.
 
-        x0, x_t: (B, ...). Returns Posterior(mean (B, ...), variance (B, 1, ..., 1)).
+        t_prev: the step to land on, for strided sampling (default t − 1): α_t then means ᾱ_t/ᾱ_{t_prev}, and
+        β_t means 1 − α_t. x0, x_t: (B, ...). Returns Posterior(mean (B, ...), variance (B, 1, ..., 1)).
         """
-        self._check_t(t, x_t)
-        mean = extract(self.posterior_mean_coef_x0, t, x_t) * x0 + extract(self.posterior_mean_coef_xt, t, x_t) * x_t
-        return Posterior(mean, extract(self.posterior_variance, t, x_t))
+        ab_t, ab_prev = self._alpha_bar_pair(t, x_t, t - 1 if t_prev is None else t_prev)
+        coef_x0, coef_xt, variance = self._posterior(ab_t, ab_prev)
+        mean = _fit(coef_x0, x_t) * x0 + _fit(coef_xt, x_t) * x_t
+        shape = (-1, *([1] * (x_t.dim() - 1)))
+        return Posterior(mean, torch.as_tensor(variance, dtype=x_t.dtype, device=x_t.device).reshape(shape))
+
+    @staticmethod
+    def _posterior(ab_t, ab_prev) -> tuple:
+        """μ̃'s two coefficients and β̃ of eqs. 6–7, from ᾱ_t and ᾱ_{t_prev} (floats, or float64 tensors): the one
+        place they are computed, for q_posterior and ddpm_step alike."""
+        alpha = ab_t / ab_prev
+        beta = 1 - alpha
+        coef_x0 = _sqrt(ab_prev) * beta / (1 - ab_t)
+        coef_xt = _sqrt(alpha) * (1 - ab_prev) / (1 - ab_t)
+        return coef_x0, coef_xt, (1 - ab_prev) / (1 - ab_t) * beta
 
     # ------------------------------------------------------------------------------------------------------------
     # Reparametrisations
@@ -152,6 +167,14 @@ class Diffusion(nn.Module):
         recip = self._at("sqrt_recip_alpha_bars", t, x_t)
         return (recip * x_t - x0) / self._at("sqrt_recipm1_alpha_bars", t, x_t)
 
+    def velocity(self, x0: Tensor, t: int | Tensor, noise: Tensor) -> Tensor:
+        """v = √ᾱ_t ε − √(1 − ᾱ_t) x_0 (Salimans & Ho 2022, §4), the v-prediction target. Shapes as q_sample."""
+        return self._at("sqrt_alpha_bars", t, x0) * noise - self._at("sqrt_one_minus_alpha_bars", t, x0) * x0
+
+    def eps_from_v(self, x_t: Tensor, t: int | Tensor, v: Tensor) -> Tensor:
+        """ε̂ = √ᾱ_t v + √(1 − ᾱ_t) x_t: the ε a predicted v stands for. Shapes as predict_x0."""
+        return self._at("sqrt_alpha_bars", t, x_t) * v + self._at("sqrt_one_minus_alpha_bars", t, x_t) * x_t
+
     # ------------------------------------------------------------------------------------------------------------
     # Reverse steps
 
@@ -160,28 +183,29 @@ class Diffusion(nn.Module):
         eps_pred: Tensor,
         t: int | Tensor,
         x_t: Tensor,
+        t_prev: int | Tensor | None = None,
+        *,
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
-        variance: VarianceType = "beta",
         clip_x0: bool = False,
-        t_prev: int | Tensor | None = None,
+        variance: VarianceType = "beta",
     ) -> Step:
-        """One ancestral step of p_θ(x_{t−1} | x_t) = N(μ_θ(x_t, t), σ_t² I) (Ho et al. Algorithm 2):
+        """One ancestral step of p_θ(x_{t−1} | x_t) = N(μ_θ(x_t, t), σ_t² I) (Ho et al. eq. 11 and Algorithm 2):
 
-            x_{t−1} = 1/√α_t · (x_t − (1 − α_t)/√(1 − ᾱ_t) · ε_θ(x_t, t)) + σ_t z,   z ~ N(0, I),
+            x_{t−1} = 1/√α_t · (x_t − (1 − α_t)/√(1 − ᾱ_t) · ε_θ(x_t, t)) + σ_t z,   z ~ N(0, I).
 
-        the seed's sampling equation. With clip_x0 the mean is the posterior mean μ̃_t(x_t, x̂₀) with x̂₀ clipped to
-        [-1, 1] (the two forms agree when nothing is clipped).
+        With clip_x0 the mean is the posterior mean μ̃_t(x_t, x̂₀) of q_posterior, with x̂₀ clipped to [-1, 1] (the
+        two forms agree when nothing is clipped).
 
-        Args:
+        Args (the first four as in ddim_step):
             eps_pred: ε_θ(x_t, t), (B, ...).
             t: current step, int or (B,).
             x_t: current sample, (B, ...).
-            noise: z for the step; drawn from ``generator`` when None.
-            variance: "beta" for σ_t² = β_t (the seed's), "posterior" for σ_t² = β̃_t.
-            clip_x0: clip x̂₀ to [-1, 1] and step through the posterior mean.
             t_prev: the step to land on, for strided sampling (default t − 1); β_t then means 1 − ᾱ_t/ᾱ_{t_prev}.
                 No noise is added when t_prev = −1 (the step that returns x_0).
+            noise: z for the step; drawn from ``generator`` when None.
+            clip_x0: clip x̂₀ to [-1, 1] and step through the posterior mean.
+            variance: "beta" for σ_t² = β_t (Ho et al.'s), "posterior" for σ_t² = β̃_t.
 
         Returns:
             Step(x_prev, x0_pred).
@@ -193,14 +217,13 @@ class Diffusion(nn.Module):
         alpha = ab_t / ab_prev  # α_t, or ᾱ_t/ᾱ_{t_prev} across a stride
         beta = 1 - alpha
         x0_pred = self.predict_x0(x_t, t, eps_pred)
+        coef_x0, coef_xt, posterior_variance = self._posterior(ab_t, ab_prev)
         if clip_x0:
             x0_pred = x0_pred.clamp(-1, 1)
-            coef_x0 = _sqrt(ab_prev) * beta / (1 - ab_t)
-            coef_xt = _sqrt(alpha) * (1 - ab_prev) / (1 - ab_t)
-            mean = _fit(coef_x0, x_t) * x0_pred + _fit(coef_xt, x_t) * x_t
+            mean = _fit(coef_x0, x_t) * x0_pred + _fit(coef_xt, x_t) * x_t  # μ̃_t(x_t, x̂₀), eq. 7
         else:
-            mean = (x_t - _fit(beta / _sqrt(1 - ab_t), x_t) * eps_pred) / _fit(_sqrt(alpha), x_t)
-        var = beta if variance == "beta" else (1 - ab_prev) / (1 - ab_t) * beta
+            mean = (x_t - _fit(beta / _sqrt(1 - ab_t), x_t) * eps_pred) / _fit(_sqrt(alpha), x_t)  # eq. 11
+        var = beta if variance == "beta" else posterior_variance
         if isinstance(t_prev, int) and t_prev == -1:
             return Step(mean, x0_pred)  # no noise on the step that returns x_0
         sigma = _sqrt(var) * (ab_prev < 1)  # the same, per element, when t is a (B,) tensor
@@ -212,24 +235,27 @@ class Diffusion(nn.Module):
         self,
         eps_pred: Tensor,
         t: int | Tensor,
-        t_prev: int | Tensor,
         x_t: Tensor,
-        eta: float = 0.0,
+        t_prev: int | Tensor | None = None,
+        *,
         noise: Tensor | None = None,
-        clip_x0: bool = False,
         generator: torch.Generator | None = None,
+        clip_x0: bool = False,
+        eta: float = 0.0,
     ) -> Step:
-        """One DDIM step (Song et al. 2021, eq. 12) from t to t_prev < t:
+        """One DDIM step (Song et al. 2021, eq. 12) from t to t_prev < t (default t − 1):
 
             x_{t_prev} = √ᾱ_{t_prev} x̂₀ + √(1 − ᾱ_{t_prev} − σ_t²) · ε_θ + σ_t z,
             σ_t = η √((1 − ᾱ_{t_prev})/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_{t_prev}).
 
         η = 0 is deterministic; η = 1 has DDPM's posterior variance. With clip_x0, x̂₀ is clipped to [-1, 1] and ε is
         re-derived from the clipped x̂₀ (improved-diffusion's choice; diffusers' ``use_clipped_model_output=True``).
-        t_prev = −1 returns x_0 (ᾱ = 1). Shapes as in ddpm_step. Returns Step(x_prev, x0_pred).
+        t_prev = −1 returns x_0 (ᾱ = 1). Arguments and shapes as in ddpm_step. Returns Step(x_prev, x0_pred).
         """
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {eta}")
+        if t_prev is None:
+            t_prev = t - 1
         ab_t, ab_prev = self._alpha_bar_pair(t, x_t, t_prev)
         x0_pred = self.predict_x0(x_t, t, eps_pred)
         eps = eps_pred

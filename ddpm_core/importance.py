@@ -33,7 +33,7 @@ class LossProfile:
 
 
 def log_snr_density(schedule: Schedule) -> Tensor:
-    """(T,) float64: 1 / (T |dλ/dt|), the density of λ_t when t is uniform on 0 … T−1 (central differences; the
+    """(T,) float64: p(λ) = 1 / (T |dλ/dt|), the density of λ_t when t is uniform on 0 … T−1 (central differences; the
     infinite λ_T of a zero-terminal-SNR schedule contributes no density)."""
     lam = schedule.log_snr.clone()
     lam[~torch.isfinite(lam)] = torch.nan

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ddpm_core.diffusion import PREDICTION_TYPES
 from ddpm_core.model_limits import check_model_size
 
 ModelKind = Literal["unet", "mlp"]
@@ -96,8 +97,8 @@ def validate_model_config(c: ModelConfig) -> None:
         raise ValueError(f"dropout must lie in [0, 1), got {c.dropout}")
     if c.num_classes < 0:
         raise ValueError(f"num_classes must be ≥ 0, got {c.num_classes}")
-    if c.prediction not in ("eps", "x0", "v"):
-        raise ValueError(f"unknown prediction type {c.prediction!r}; valid values: eps, x0, v")
+    if c.prediction not in PREDICTION_TYPES:
+        raise ValueError(f"unknown prediction type {c.prediction!r}; valid values: {', '.join(PREDICTION_TYPES)}")
     if c.kind == "mlp":
         _whole("num_layers", c.num_layers, 1, MAX_LAYERS)
         if c.num_layers < 1:
@@ -334,7 +335,7 @@ def describe_model(config: ModelConfig, model: nn.Module | None = None) -> str:
         p = config.patch_size
         patches = f" on {p}×{p} patches" if p > 1 else ""
         shape = (
-            f"UNet {config.image_size}×{config.image_size}×{config.in_channels}{patches}, widths "
+            f"UNet{patches} for {config.image_size}×{config.image_size}×{config.in_channels}, widths "
             f"{', '.join(str(m * config.base_channels) for m in config.channel_mults)}, "
             f"{config.num_res_blocks} block(s)/level{attn}"
         )

@@ -1,13 +1,14 @@
 """What the network predicts, and how its error is weighted over t.
 
-The seed trains ε_θ(x_t, t) to predict the noise ε (Ho et al. 2020). Two other targets carry the same information,
+Ho et al. 2020 train ε_θ(x_t, t) to predict the noise ε. Two other targets carry the same information,
 since x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε ties x_0 and ε together:
 
 - x_0 itself (the clean data: "sample" in diffusers);
 - v = √ᾱ_t ε − √(1 − ᾱ_t) x_0, the velocity of Salimans & Ho 2022 ("v_prediction"): well-scaled at both ends of t.
 
-The samplers work in ε: output_to_eps converts any of the three. min-SNR-γ (Hang et al. 2023) weights each t's loss
-by min(SNR_t, γ) relative to the target's own implicit weight, so that the easy low-noise steps stop dominating.
+The samplers work in ε: output_to_eps converts any of the three, through Diffusion's own conversions (predict_eps,
+eps_from_v). min-SNR-γ (Hang et al. 2023) weights each t's loss by min(SNR_t, γ) relative to the target's own
+implicit weight, so that the easy low-noise steps stop dominating.
 Shapes: x0, noise, x_t and outputs are (B, ...); t is (B,) long or an int.
 """
 
@@ -18,27 +19,14 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from ddpm_core.diffusion import Diffusion
+from ddpm_core.diffusion import PREDICTION_TYPES, Diffusion, PredictionType
 
-PredictionType = Literal["eps", "x0", "v"]
 LossWeighting = Literal["none", "min_snr"]
-PREDICTION_LATEX = {  # one line each, or aligned lines: the Train page shows them in a half-width column
-    "eps": r"\mathcal{L} = \mathbb{E}\,\lVert \epsilon - \epsilon_\theta(x_t, t) \rVert^2",
-    "x0": r"\begin{aligned}\mathcal{L} &= \mathbb{E}\,\lVert x_0 - \hat x_\theta(x_t, t) \rVert^2\\"
-    r"\hat\epsilon &= \frac{x_t - \sqrt{\bar\alpha_t}\,\hat x_\theta}{\sqrt{1-\bar\alpha_t}}\end{aligned}",
-    "v": r"\begin{aligned}v &= \sqrt{\bar\alpha_t}\,\epsilon - \sqrt{1-\bar\alpha_t}\,x_0\\"
-    r"\mathcal{L} &= \mathbb{E}\,\lVert v - v_\theta(x_t, t) \rVert^2\\"
-    r"\hat\epsilon &= \sqrt{\bar\alpha_t}\,v_\theta + \sqrt{1-\bar\alpha_t}\,x_t\end{aligned}",
-}
-MIN_SNR_LATEX = (
-    r"w_t = \min(\mathrm{SNR}_t,\ \gamma)\cdot\begin{cases}1/\mathrm{SNR}_t & \epsilon\\ 1 & x_0\\"
-    r" 1/(\mathrm{SNR}_t + 1) & v\end{cases}"
-)
 
 
 def check_prediction(prediction: str) -> PredictionType:
-    if prediction not in get_args(PredictionType):
-        raise ValueError(f"unknown prediction type {prediction!r}; valid values: {', '.join(get_args(PredictionType))}")
+    if prediction not in PREDICTION_TYPES:
+        raise ValueError(f"unknown prediction type {prediction!r}; valid values: {', '.join(PREDICTION_TYPES)}")
     return prediction  # type: ignore[return-value]
 
 
@@ -47,19 +35,14 @@ def prediction_of(model) -> PredictionType:
     return getattr(getattr(model, "config", None), "prediction", "eps")
 
 
-def velocity(d: Diffusion, x0: Tensor, t: int | Tensor, noise: Tensor) -> Tensor:
-    """v = √ᾱ_t ε − √(1 − ᾱ_t) x_0 (Salimans & Ho 2022, §4)."""
-    return d._at("sqrt_alpha_bars", t, x0) * noise - d._at("sqrt_one_minus_alpha_bars", t, x0) * x0
-
-
 def training_target(d: Diffusion, prediction: PredictionType, x0: Tensor, t: int | Tensor, noise: Tensor) -> Tensor:
-    """What the network is trained to output for x_t = q_sample(x0, t, noise): ε, x_0 or v."""
+    """What the network is trained to output for x_t = q_sample(x0, t, noise): ε, x_0 or v (Salimans & Ho 2022)."""
     if prediction == "eps":
         return noise
     if prediction == "x0":
         return x0
     if prediction == "v":
-        return velocity(d, x0, t, noise)
+        return d.velocity(x0, t, noise)
     raise ValueError(check_prediction(prediction))
 
 
@@ -71,8 +54,7 @@ def output_to_eps(d: Diffusion, prediction: PredictionType, output: Tensor, x_t:
     if prediction == "x0":
         return d.predict_eps(x_t, t, output).to(output.dtype)
     if prediction == "v":
-        eps = d._at("sqrt_alpha_bars", t, x_t) * output + d._at("sqrt_one_minus_alpha_bars", t, x_t) * x_t
-        return eps.to(output.dtype)
+        return d.eps_from_v(x_t, t, output).to(output.dtype)
     raise ValueError(check_prediction(prediction))
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ddpm_core import runs
+from ddpm_core.runs import read_status  # one reader of status.json, for the run folder's readers here too
 
 LOG, EVALUATION = "train.log", runs.EVALUATION
 STATES = ("queued", "running", "done", "stopped", "failed")  # queued: waiting for a free slot (explorer/jobs.py)
@@ -45,11 +46,6 @@ def _number(value) -> float | None:
 def read_config(run_dir: Path) -> dict:
     """config.json as a dict; {} when missing or not a JSON object."""
     return _dict(runs.read_json(Path(run_dir) / runs.CONFIG))
-
-
-def read_status(run_dir: Path) -> dict:
-    """status.json as a dict; {} when missing or not a JSON object."""
-    return _dict(runs.read_status(run_dir))
 
 
 def status_being_written(run_dir: Path) -> bool:

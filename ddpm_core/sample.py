@@ -91,18 +91,17 @@ def sample_progressive(
         output = _guided_output(model, x, torch.full((n,), t, device=device, dtype=torch.long), y, guidance)
         eps = output_to_eps(diffusion, prediction, output, x, t)
         if sampler == "ddpm":
-            step = diffusion.ddpm_step(
-                eps, t, x, generator=generator, variance=variance, clip_x0=clip_x0, t_prev=t_prev
-            )
+            step = diffusion.ddpm_step(eps, t, x, t_prev, generator=generator, clip_x0=clip_x0, variance=variance)
         else:
-            step = diffusion.ddim_step(eps, t, t_prev, x, eta=eta, clip_x0=clip_x0, generator=generator)
+            step = diffusion.ddim_step(eps, t, x, t_prev, generator=generator, clip_x0=clip_x0, eta=eta)
         yield StepRecord(t + 1, x, step.x0_pred)
         x = step.x_prev
     yield StepRecord(0, x, x)
 
 
 def _guided_output(model: nn.Module, x: Tensor, t: Tensor, y: Tensor | None, guidance: float) -> Tensor:
-    """f_θ(x, t, y), or with guidance ≠ 1 the mix f(∅) + s (f(y) − f(∅)) of one pass over both label sets (the
+    """f_θ(x, t, y), or with guidance ≠ 1 the mix f(∅) + s (f(y) − f(∅)) of classifier-free guidance (Ho & Salimans
+    2022), in one pass over both label sets (the
     conversion to ε is affine in the output with weights summing to 1, so mixing outputs is mixing ε's)."""
     if y is None or guidance == 1.0:
         return _predict_eps(model, x, t, y)
@@ -193,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--variance",
         choices=get_args(VarianceType),
         default="posterior",
-        help="DDPM's σ_t²: beta (β_t, the seed's) or posterior (β̃_t)",
+        help="DDPM's σ_t²: beta (β_t, Ho et al.'s) or posterior (β̃_t)",
     )
     p.add_argument(
         "--clip-x0",

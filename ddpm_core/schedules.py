@@ -1,7 +1,7 @@
 """Noise schedules β_1 … β_T and every quantity derived from them.
 
 Index convention: every tensor here has length T, and index ``i = 0 … T-1`` holds the paper's ``t = i + 1``
-(as in the seed's code: ``betas[0]`` is β_1, ``alpha_bars[T-1]`` is ᾱ_T). All tensors are float64.
+(as in the course's code: ``betas[0]`` is β_1, ``alpha_bars[T-1]`` is ᾱ_T). All tensors are float64.
 
     >>> s = make_schedule("linear", 1000, beta_start=1e-4, beta_end=0.02)
     >>> s.betas, s.alphas, s.alpha_bars, s.snr, s.posterior_variance   # (T,) float64 each
@@ -32,7 +32,7 @@ def _grid(T: int) -> Tensor:
 
 
 def linear_betas(T: int, beta_start: float, beta_end: float) -> Tensor:
-    """Ho et al. 2020: β_t linear from beta_start to beta_end (the seed's schedule)."""
+    """Ho et al. 2020: β_t linear from beta_start to beta_end (Ho et al.'s schedule, the course's)."""
     return beta_start + (beta_end - beta_start) * _grid(T)
 
 
@@ -66,7 +66,7 @@ def cosine_betas(T: int, s: float, max_beta: float) -> Tensor:
 class ScheduleFamily:
     betas: Callable[..., Tensor]  # (T, **params) -> (T,) float64
     defaults: dict[str, float]  # the literature's values
-    latex: str  # the family's defining equation, in the seed's notation
+    latex: str  # the family's defining equation, in the course's notation
     summary: str
 
 
@@ -77,7 +77,7 @@ SCHEDULES: dict[str, ScheduleFamily] = {
         linear_betas,
         dict(_BETA_RANGE),
         r"\beta_t = \beta_{\mathrm{start}} + (\beta_{\mathrm{end}} - \beta_{\mathrm{start}})\,\frac{t-1}{T-1}",
-        "Ho et al. 2020 (the seed's): β linear in t.",
+        "Ho et al. 2020 (the course's): β linear in t.",
     ),
     "scaled_linear": ScheduleFamily(
         scaled_linear_betas,
@@ -109,11 +109,6 @@ SCHEDULES: dict[str, ScheduleFamily] = {
         "Nichol & Dhariwal 2021: ᾱ follows a squared cosine.",
     ),
 }
-
-ZERO_TERMINAL_SNR_LATEX = (
-    r"\sqrt{\bar\alpha_t} \leftarrow \left(\sqrt{\bar\alpha_t} - \sqrt{\bar\alpha_T}\right)"
-    r"\frac{\sqrt{\bar\alpha_1}}{\sqrt{\bar\alpha_1} - \sqrt{\bar\alpha_T}}"
-)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 import torch
 
+from ddpm_core import equations
 from ddpm_core.compare import GuidanceCell, compare_guidance
 from ddpm_core.forward import png_bytes
 from ddpm_core.gif import image_grid
@@ -13,10 +14,6 @@ from ddpm_core.metrics import predicted_digits
 from explorer import gate, links
 
 SCALES = (0.0, 1.0, 2.0, 4.0, 7.0)  # 0: unconditional, 1: conditional, above: guided
-GUIDANCE_LATEX = (
-    r"\tilde\epsilon_\theta(x_t, y) = \epsilon_\theta(x_t, \varnothing)"
-    r" + s\,\big(\epsilon_\theta(x_t, y) - \epsilon_\theta(x_t, \varnothing)\big)"
-)
 NONE = -1  # the class picker's "no class": unconditional sampling through the null label
 
 
@@ -36,7 +33,7 @@ def class_settings(loaded) -> dict:
                             help="What the model is asked to draw")  # fmt: skip
     scale = links.slider("Guidance scale s", key="guidance", default=2.0, min_value=0.0, max_value=10.0, step=0.5,
                          where=right, help="0: ignore the class; 1: conditional; more: more class-like")  # fmt: skip
-    st.latex(GUIDANCE_LATEX)
+    st.latex(equations.latex("guidance"))
     return {"class_label": None if label == NONE else int(label), "guidance": float(scale)}
 
 

@@ -7,14 +7,13 @@ import streamlit as st
 import torch
 from plotly.subplots import make_subplots
 
-from ddpm_core import runs
+from ddpm_core import equations, runs
 from ddpm_core.diffusion import Diffusion
 from ddpm_core.importance import LossProfile, log_snr_density, loss_profile
 from ddpm_core.schedules import make_schedule
 from explorer import gate, links
 
 N_T, BATCH = 50, 256
-DENSITY_LATEX = r"\lambda_t = \log\frac{\bar\alpha_t}{1-\bar\alpha_t},\qquad p(\lambda) = \frac{1}{T\,|d\lambda_t/dt|}"
 
 
 @st.cache_data(max_entries=16, show_spinner="Measuring the loss at 50 values of t…")
@@ -60,7 +59,7 @@ def importance_panel(loaded) -> None:
             "λ. The linear schedule piles them up at very negative λ (x_t nearly pure noise, ε easy to guess); "
             "the cosine spreads them evenly. The model's error is largest where x_t is nearly clean."
         )
-        st.latex(DENSITY_LATEX)
+        st.latex(equations.latex("log_snr_density"))
         request = gate.Sampling(BATCH, (1,) * N_T, clamp=False, what="Measuring the error at each t")
         if st.button("Measure", key="measure_importance", help=f"{N_T} values of t on {BATCH} real samples") and (
             gate.show(gate.sampling(links.classroom(), request))

@@ -40,10 +40,9 @@ from ddpm_core.config import TrainConfig
 from ddpm_core.devices import resolve_device
 from ddpm_core.run_lock import RunLock, RunLocked
 from explorer import gate, owners, trainer_process
-from explorer.classroom import MAX_RUNS_ENV, Classroom, current
+from explorer.classroom import MAX_RUNS_ENV, ROOT, Classroom, current
 from explorer.owners import Requester
 
-ROOT = Path(__file__).resolve().parent.parent
 POLL_S = 1.0  # how often the queue's watcher looks for a free slot
 OFF = (
     "Training is turned off on this server by the teacher (the classroom settings): runs cannot be launched or "

@@ -10,21 +10,16 @@ from pathlib import Path
 
 import streamlit as st
 
-from ddpm_core import runs
+from ddpm_core import equations, runs
 from ddpm_core.diffusion import Diffusion
 from ddpm_core.forward import png_bytes
 from ddpm_core.gif import image_grid, points_frame
-from ddpm_core.objectives import MIN_SNR_LATEX, PREDICTION_LATEX
 from ddpm_core.sample import sample
 from explorer import links
 from explorer.sample_widgets import checkpoint_files
 
 OBJECTIVE = ("prediction_type", "loss_weighting", "min_snr_gamma", "class_conditional", "label_dropout", "init_from")
-TARGETS = {"eps": "ε (the seed's)", "x0": "x₀", "v": "v (Salimans & Ho)"}
-GUIDANCE_LATEX = (
-    r"\begin{aligned}\tilde\epsilon &= \epsilon_\theta(x_t, \varnothing) + s\,\big(\epsilon_\theta(x_t, y) - "
-    r"\epsilon_\theta(x_t, \varnothing)\big)\\ y &\to \varnothing \text{ with probability } p_\text{drop}\end{aligned}"
-)
+TARGETS = {"eps": "ε (Ho et al.'s)", "x0": "x₀", "v": "v (Salimans & Ho)"}
 COPIED = ("dataset", "classes", "image_size", "model", "base_channels", "prediction_type", "class_conditional")
 
 
@@ -35,21 +30,22 @@ def objective_widgets(fresh: dict) -> None:
         target = links.radio("Prediction target", list(TARGETS), key="prediction_type", horizontal=True,
                              default=fresh["prediction_type"], format_func=TARGETS.get,
                              help="What the network outputs; the samplers convert it to ε")  # fmt: skip
-        st.latex(PREDICTION_LATEX[target])
+        st.latex(equations.latex(f"target_{target}"))
         weighting = links.radio("Loss weighting", ["none", "min_snr"], key="loss_weighting", horizontal=True,
                                 default=fresh["loss_weighting"], format_func={"none": "uniform",
                                 "min_snr": "min-SNR-γ (Hang et al. 2023)"}.get)  # fmt: skip
         if weighting == "min_snr":
             links.number("γ", key="min_snr_gamma", default=float(fresh["min_snr_gamma"]), min_value=0.1, step=0.5,
                          format="%g", help="Steps with SNR above γ count as if their SNR were γ")  # fmt: skip
-            st.latex(MIN_SNR_LATEX)
+            st.latex(equations.latex("min_snr"))
     with right:
         if links.flag("Class-conditional, for classifier-free guidance (Ho & Salimans 2022)", key="class_conditional",
                       default=fresh["class_conditional"], help="Needs a data set with classes"):  # fmt: skip
             links.number("Label dropout p_drop", key="label_dropout", default=float(fresh["label_dropout"]),
                          min_value=0.0, max_value=0.95, step=0.05, format="%g",
                          help="Share of labels replaced by the null label ∅, so one network learns both")  # fmt: skip
-            st.latex(GUIDANCE_LATEX)
+            st.latex(equations.latex("guidance"))
+            st.latex(equations.latex("label_dropout"))
         files = {"": "none: train from scratch", **checkpoint_files(runs.default_runs_root())}
         if st.session_state.get("init_from") not in files:
             st.session_state.pop("init_from", None)

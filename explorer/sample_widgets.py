@@ -24,6 +24,7 @@ from ddpm_core.diffusion import Diffusion
 from ddpm_core.evaluate import quality_metrics
 from ddpm_core.forward import png_bytes
 from ddpm_core.gif import StepRecord, axis_limit, image_grid, points_frame, trajectory_gif
+from ddpm_core.models import describe_model
 from ddpm_core.sample import SampleResult, sample
 from explorer import gate, links
 from explorer.cpu_share import share_cpu
@@ -109,18 +110,6 @@ def checkpoint_picker() -> Loaded | None:
         return None
 
 
-def model_description(ckpt: runs.Checkpoint) -> str:
-    m = ckpt.model_config
-    params = sum(p.numel() for p in ckpt.model.parameters())
-    if m.kind == "mlp":
-        what = f"residual MLP, {m.num_layers} × {m.base_channels}"
-    else:
-        widths = ", ".join(str(m.base_channels * k) for k in m.channel_mults)
-        patches = f" on {m.patch_size}×{m.patch_size} patches" if m.patch_size > 1 else ""
-        what = f"UNet{patches} ({widths} channels, {m.num_res_blocks} res block(s) per level)"
-    return f"{what}, {params:,} parameters"
-
-
 def config_table(loaded: Loaded) -> str:
     """The checkpoint's settings as a markdown table."""
     c, ckpt = loaded.ckpt.config, loaded.ckpt
@@ -128,7 +117,7 @@ def config_table(loaded: Loaded) -> str:
     schedule += " + zero terminal SNR" if c.rescale_zero_terminal_snr else ""
     rows = {
         "data set": f"{c.dataset} — samples of shape {'×'.join(map(str, ckpt.sample_shape))}",
-        "model": model_description(ckpt),
+        "model": describe_model(ckpt.model_config, ckpt.model),
         "schedule": schedule,
         "T": f"{c.T:,}",
         "trained for": f"{ckpt.step:,} steps",
@@ -219,27 +208,6 @@ def per_sample(loaded: Loaded) -> int:
 def gate_decision(loaded: Loaded, n: int, steps: list[int], what: str, clamp: bool = True) -> gate.Decision:
     """The gate's answer to a request of n samples in each of len(steps) cells (explorer.gate.sampling)."""
     return gate.sampling(links.classroom(), gate.Sampling(n, tuple(steps), clamp, what), per_sample(loaded))
-
-
-def sampling_latex(sampler: str, variance: str, eta: float) -> list[str]:
-    """The update of the chosen sampler, in the course's notation (Ho et al. Algorithm 2; Song et al. eq. 12)."""
-    if sampler == "ddpm":
-        posterior = r"\tilde\beta_t = \frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}\beta_t"
-        sigma = r"\beta_t" if variance == "beta" else posterior
-        return [
-            r"x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\left(x_t - \frac{1-\alpha_t}{\sqrt{1-\bar\alpha_t}}"
-            r"\,\epsilon_\theta(x_t,t)\right) + \sigma_t z,\qquad z\sim\mathcal{N}(0,I)",
-            rf"\sigma_t^2 = {sigma},\qquad t = T, T-1, \dots, 1\ \ (z = 0 \text{{ at }} t = 1)",
-        ]
-    return [
-        r"x_{t-1} = \sqrt{\bar\alpha_{t-1}}\underbrace{\left(\frac{x_t-\sqrt{1-\bar\alpha_t}\,\epsilon_\theta(x_t,t)}"
-        r"{\sqrt{\bar\alpha_t}}\right)}_{\text{predicted } x_0}"
-        r" + \underbrace{\sqrt{1-\bar\alpha_{t-1}-\sigma_t^2}\,\epsilon_\theta(x_t,t)}"
-        r"_{\text{direction pointing to } x_t}"
-        r" + \underbrace{\sigma_t z}_{\text{random noise}}",
-        rf"\sigma_t = \eta\sqrt{{\frac{{1-\bar\alpha_{{t-1}}}}{{1-\bar\alpha_t}}}}"
-        rf"\sqrt{{1-\frac{{\bar\alpha_t}}{{\bar\alpha_{{t-1}}}}}},\qquad \eta = {eta:g}",
-    ]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -8,8 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from ddpm_core.devices import describe_device, resolve_device
-
-ROOT = Path(__file__).resolve().parent.parent
+from explorer.classroom import ROOT
 
 
 @dataclass(frozen=True)

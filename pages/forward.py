@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from ddpm_core import equations
 from ddpm_core.data import POINT_DATASETS
 from ddpm_core.forward import MAX_CHAIN_STEPS, STRIP_LENGTH
 from explorer import forward_widgets as fw
@@ -52,8 +53,8 @@ with view:
     else:
         st.plotly_chart(fw.cloud_figure(source.x0, frame.x_t), key="cloud")
 with numbers:
-    st.latex(r"x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\qquad \epsilon\sim\mathcal{N}(0, I)")
-    st.latex(rf"x_{{{t}}} = {r.sqrt_alpha_bar:.4f}\,x_0 + {r.sqrt_one_minus_alpha_bar:.4f}\,\epsilon")
+    st.latex(equations.latex("q_sample"))
+    st.latex(equations.q_sample_at(t, r.sqrt_alpha_bar, r.sqrt_one_minus_alpha_bar))
     cols = [c for _ in range(2) for c in st.columns(2)]  # 2 × 2: four metrics in a row get cut off
     cols[0].metric("ᾱ_t", f"{r.alpha_bar:.4g}", help="How much of x_0's power is left")
     cols[1].metric("√ᾱ_t", f"{r.sqrt_alpha_bar:.4g}", help="The weight of x_0 in x_t")
@@ -74,15 +75,7 @@ Steps compose: two steps of $x_t = \sqrt{\alpha_t}x_{t-1} + \sqrt{1-\alpha_t}\,\
 because the sum of two independent Gaussian noises is Gaussian with the variances added:
 """
 )
-st.latex(
-    r"""\begin{aligned}
-x_t &= \sqrt{\alpha_t}\, x_{t-1} + \sqrt{1-\alpha_t}\,\epsilon_{t-1}\\
-&= \sqrt{\alpha_t\alpha_{t-1}}\, x_{t-2} + \sqrt{\alpha_t(1-\alpha_{t-1})}\,\epsilon_{t-2}
-   + \sqrt{1-\alpha_t}\,\epsilon_{t-1}\\
-&= \sqrt{\alpha_t\alpha_{t-1}}\, x_{t-2} + \sqrt{1-\alpha_t\alpha_{t-1}}\,\bar\epsilon_t
-\quad\Longrightarrow\quad x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon
-\end{aligned}"""
-)
+st.latex(equations.latex("q_chain"))
 run_chain = links.flag("Run the chain at each t", "chain", toggle=True,
                        help="64 chains of t + 1 q_steps vs 64 draws of q_sample: up to a second per t")  # fmt: skip
 if not run_chain:

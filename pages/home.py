@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from ddpm_core import equations
 from explorer.jobs import runs_root
 from explorer.links import classroom
 from explorer.ui import PARTS, device_description, page_for, page_path
@@ -20,18 +21,12 @@ Sampling runs the chain backwards: start from $x_T \sim \mathcal{N}(0, I)$ and r
 left, right = st.columns(2)
 with left:
     st.caption("Forward process, in closed form")
-    st.latex(r"x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\quad \epsilon\sim\mathcal{N}(0,I)")
+    st.latex(equations.latex("q_sample"))
     st.caption("Training loss")
-    st.latex(
-        r"\ell(\theta) = \mathbb{E}_{t,\epsilon}\left\|\epsilon - \epsilon_\theta\!\left(\sqrt{\bar\alpha_t}x_0"
-        r" + \sqrt{1-\bar\alpha_t}\epsilon,\ t\right)\right\|^2"
-    )
+    st.latex(equations.latex("loss_simple"))
 with right:
     st.caption("One reverse (sampling) step")
-    st.latex(
-        r"x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\left(x_t - \frac{1-\alpha_t}{\sqrt{1-\bar\alpha_t}}"
-        r"\epsilon_\theta(x_t,t)\right) + \sigma_t z"
-    )
+    st.latex(equations.latex("ddpm_step"))
 
 st.header("The four parts of the tool")
 for title, text in PARTS:

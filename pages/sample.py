@@ -3,6 +3,7 @@ score the samples, and compare samplers on the same noise."""
 
 import streamlit as st
 
+from ddpm_core import equations
 from explorer import guidance_widgets as gw
 from explorer import importance_widgets as iw
 from explorer import sample_views as sv
@@ -29,7 +30,7 @@ with st.expander("The checkpoint's settings", expanded=True):
 st.subheader("Sampler")
 settings = sw.sampler_settings(loaded) | gw.class_settings(loaded)
 st.caption(sw.STEP_LABEL[settings["sampler"]])
-for equation in sw.sampling_latex(settings["sampler"], settings["variance"], settings["eta"]):
+for equation in equations.sampling(settings["sampler"], settings["variance"], settings["eta"]):
     st.latex(equation)
 if settings["clip_x0"]:
     st.caption(

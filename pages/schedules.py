@@ -6,6 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.colors import qualitative
 
+from ddpm_core import equations
 from ddpm_core.schedule_report import (
     MAX_POINTS,
     SUMMARY_FIELDS,
@@ -15,7 +16,7 @@ from ddpm_core.schedule_report import (
     schedule_warnings,
     summary_csv,
 )
-from ddpm_core.schedules import SCHEDULES, ZERO_TERMINAL_SNR_LATEX, make_schedule
+from ddpm_core.schedules import SCHEDULES, make_schedule
 from explorer import links
 from explorer.widgets import schedule_picker
 
@@ -71,11 +72,7 @@ st.markdown(
     "A schedule β_1 … β_T decides how fast the forward process destroys x₀. Everything else follows from it; "
     "compare several schedules side by side below."
 )
-st.latex(
-    r"\alpha_t = 1-\beta_t,\quad \bar\alpha_t = \prod_{s=1}^{t}\alpha_s,\quad"
-    r"\mathrm{SNR}_t = \frac{\bar\alpha_t}{1-\bar\alpha_t},\quad"
-    r"\tilde\beta_t = \frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}\,\beta_t"
-)
+st.latex(equations.latex("schedule"))
 
 top = st.columns([1, 1, 1, 2])
 n = links.number("Schedules to compare", "n_schedules", default=2, min_value=1, max_value=4, step=1, where=top[0])
@@ -141,4 +138,4 @@ for family in families:
     st.latex(SCHEDULES[family].latex)
 if rescaled:
     st.caption("Zero terminal SNR (Lin et al. 2024), applied to the β above, then β_t recomputed from ᾱ_t")
-    st.latex(ZERO_TERMINAL_SNR_LATEX)
+    st.latex(equations.latex("zero_terminal_snr"))

@@ -3,6 +3,7 @@ and compare runs. The run folder is all this page reads; explorer/jobs.py starts
 
 import streamlit as st
 
+from ddpm_core import equations
 from ddpm_core import run_history as rh
 from explorer import identity, jobs, links
 from explorer import objective_widgets as ow
@@ -20,10 +21,7 @@ reads: the app stays responsive, and a run goes on if you close the tab. Runs sh
 taken, a new run waits in a queue and starts by itself.
 """
 )
-st.latex(
-    r"L_\mathrm{simple}(\theta) = \mathbb{E}_{t,\,x_0,\,\epsilon}\left\|\epsilon - \epsilon_\theta\!\left("
-    r"\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t\right)\right\|^2"
-)
+st.latex(equations.latex("loss_simple"))
 
 root = jobs.runs_root()
 who = identity.requester()  # this browser (its runs are its own to stop, resume, cancel, delete) and the teacher

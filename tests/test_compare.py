@@ -81,7 +81,7 @@ def test_ddim_with_eta_0_over_all_1000_steps_is_deterministic(moons):
     with torch.inference_mode():
         for t in range(999, -1, -1):
             eps = ckpt.model(x, torch.full((len(x),), t))
-            x = diffusion.ddim_step(eps, t, t - 1, x, eta=0.0).x_prev
+            x = diffusion.ddim_step(eps, t, x, t - 1, eta=0.0).x_prev
     torch.testing.assert_close(x, a.samples)
     noisy = grid(moons, [SamplerSetting("ddim", 1000)], n=8, seed=1, eta=1.0, clip_x0=False)[0]
     assert torch.equal(noisy.x_T, a.x_T) and not torch.allclose(noisy.samples, a.samples)

@@ -95,7 +95,7 @@ def test_q_posterior_is_the_gaussian_conditional_of_the_forward_chain():
 
 
 def test_posterior_mean_from_eps_is_the_seeds_mu():
-    # μ̃(x_t, x_0(ε)) = 1/√α_t (x_t − β_t/√(1−ᾱ_t) ε): the seed's change of variable.
+    # μ̃(x_t, x_0(ε)) = 1/√α_t (x_t − β_t/√(1−ᾱ_t) ε): Ho et al.'s change of variable.
     s = make_schedule("linear", 1000)
     d = Diffusion(s)
     x0, eps = x_T(seed=7).clamp(-1, 1), x_T(seed=8)
@@ -187,7 +187,7 @@ def test_ddim_sampling_loop_matches_diffusers(diffusion, eta, clip_x0, spacing, 
     for i, t in enumerate(ts.tolist()):
         t_prev = ts[i + 1].item() if i + 1 < len(ts) else -1
         noise = torch.randn(ours.shape, generator=torch.Generator().manual_seed(100 + i), dtype=ours.dtype)
-        step = diffusion.ddim_step(toy_eps(ours, t), t, t_prev, ours, eta=eta, noise=noise, clip_x0=clip_x0)
+        step = diffusion.ddim_step(toy_eps(ours, t), t, ours, t_prev, eta=eta, noise=noise, clip_x0=clip_x0)
         ref = theirs.step(toy_eps(out, t), t, out, eta=eta, variance_noise=noise, use_clipped_model_output=clip_x0)
         torch.testing.assert_close(step.x_prev, ref.prev_sample, **TOL)
         torch.testing.assert_close(step.x0_pred, ref.pred_original_sample, **TOL)
@@ -198,7 +198,7 @@ def test_ddim_with_eta_one_has_the_ddpm_posterior_variance():
     d = Diffusion(make_schedule("linear", 1000))
     x, noise = x_T(seed=16), x_T(seed=17)
     eps = toy_eps(x, 600)
-    ddim = d.ddim_step(eps, 600, 599, x, eta=1.0, noise=noise)
+    ddim = d.ddim_step(eps, 600, x, 599, eta=1.0, noise=noise)
     ddpm = d.ddpm_step(eps, 600, x, noise=noise, variance="posterior")
     torch.testing.assert_close(ddim.x_prev, ddpm.x_prev, **TOL)
 
@@ -253,7 +253,7 @@ def test_zero_terminal_snr_gives_pure_noise_at_T_and_finite_steps():
     torch.testing.assert_close(d.q_sample(x0, 99, eps), eps, rtol=0, atol=1e-12)
     step = d.ddpm_step(eps, 99, eps, clip_x0=True)
     assert step.x_prev.isfinite().all() and step.x0_pred.abs().max() <= 1
-    assert d.ddim_step(eps, 99, 49, eps).x_prev.isfinite().all()
+    assert d.ddim_step(eps, 99, eps, 49).x_prev.isfinite().all()
 
 
 @pytest.mark.parametrize(
@@ -263,8 +263,8 @@ def test_zero_terminal_snr_gives_pure_noise_at_T_and_finite_steps():
         (lambda d, x: d.timesteps(10, "uniform"), "unknown timestep spacing 'uniform'.*leading, trailing, linspace"),
         (lambda d, x: d.timesteps(0), "num_steps must be an integer from 1 to T = 50"),
         (lambda d, x: d.timesteps(51), "num_steps must be an integer from 1 to T = 50"),
-        (lambda d, x: d.ddim_step(x, 5, 2, x, eta=-0.1), "eta must lie in"),
-        (lambda d, x: d.ddim_step(x, 5, 5, x), "t_prev must lie in"),
+        (lambda d, x: d.ddim_step(x, 5, x, 2, eta=-0.1), "eta must lie in"),
+        (lambda d, x: d.ddim_step(x, 5, x, 5), "t_prev must lie in"),
         (lambda d, x: d.q_sample(x, 50, x), "t must be an integer index in \\[0, 49\\]"),
         (lambda d, x: d.q_sample(x, -1, x), "t must be an integer index"),
         (lambda d, x: d.q_sample(x, torch.tensor([1, 2, 3]), x), "B = 2"),

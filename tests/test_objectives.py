@@ -11,10 +11,10 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from ddpm_core import runs
 from ddpm_core.config import TrainConfig
 from ddpm_core.diffusion import Diffusion
-from ddpm_core.objectives import loss_weight, output_to_eps, training_target, velocity
+from ddpm_core.objectives import loss_weight, output_to_eps, training_target
 from ddpm_core.sample import sample_progressive
 from ddpm_core.schedules import make_schedule
-from ddpm_core.train import Trainer
+from ddpm_core.trainer import Trainer
 from tests.runs_helpers import TINY, run_cli
 from tests.test_diffusion import TOL, their_scheduler, x_T
 
@@ -49,7 +49,7 @@ def test_the_target_of_noisy_data_converts_back_to_its_noise(d, prediction):
 def test_velocity_matches_diffusers_get_velocity(d):
     theirs = their_scheduler(DDPMScheduler, d, prediction_type="v_prediction")
     x0, noise, t = x_T(seed=3), x_T(seed=4), torch.tensor([5, 400, 999])
-    torch.testing.assert_close(velocity(d, x0, t, noise), theirs.get_velocity(x0, noise, t), **TOL)
+    torch.testing.assert_close(d.velocity(x0, t, noise), theirs.get_velocity(x0, noise, t), **TOL)
 
 
 @pytest.mark.parametrize("prediction", PREDICTIONS)
@@ -77,7 +77,7 @@ def test_a_ddim_loop_on_any_target_matches_diffusers_prediction_type(d, predicti
     for i, t in enumerate(ts.tolist()):
         t_prev = ts[i + 1].item() if i + 1 < len(ts) else -1
         eps = output_to_eps(d, prediction, toy_output(ours, t), ours, t)
-        ours = d.ddim_step(eps, t, t_prev, ours, clip_x0=True).x_prev
+        ours = d.ddim_step(eps, t, ours, t_prev, clip_x0=True).x_prev
         out = theirs.step(toy_output(out, t), t, out, use_clipped_model_output=True).prev_sample
     torch.testing.assert_close(ours, out, rtol=1e-6, atol=1e-6)
 

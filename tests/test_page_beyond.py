@@ -1,4 +1,4 @@
-"""The app's side of "beyond the seed": the Train page's objective, guidance and fine-tuning settings reach the run's
+"""The app's side of "beyond the course": the Train page's objective, guidance and fine-tuning settings reach the run's
 config, a fine-tuned run shows samples before and after, and the Sample page offers a conditional checkpoint's
 class, guidance scale and grid of scales, and the time-step importance view."""
 

@@ -7,11 +7,15 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ddpm_core.schedules import SCHEDULES, ZERO_TERMINAL_SNR_LATEX
+from ddpm_core.equations import latex
+from ddpm_core.schedules import SCHEDULES
 from tests.apptest_helpers import open_page, rerun
 
 # Chart title prefix → curves per schedule (√ᾱ with √(1−ᾱ), β with β̃ draw two each).
 CURVES_PER_SCHEDULE = {"β_t": 1, "ᾱ_t": 1, "Signal": 2, "log-SNR_t": 1, "Forward": 2}
+
+
+ZERO_TERMINAL_SNR_LATEX = latex("zero_terminal_snr")
 
 
 def open_schedules() -> AppTest:

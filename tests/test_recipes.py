@@ -12,7 +12,7 @@ import pytest
 from ddpm_core import runs
 from ddpm_core.config import TrainConfig, field_names
 from ddpm_core.recipes import DEFAULT_RECIPE, RECIPES, Recipe, recipe, recipe_config
-from ddpm_core.train_cli import build_parser, new_run_config
+from ddpm_core.train import build_parser, new_run_config
 from tests.runs_helpers import run_cli
 from tests.test_cli import call_main
 

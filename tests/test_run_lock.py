@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from ddpm_core import runs, train_cli
+from ddpm_core import runs
+from ddpm_core import train as train_cli  # the CLI
 from ddpm_core.config import TrainConfig
 from ddpm_core.run_lock import LOCK, RunLock, RunLocked
 from tests.conftest import ROOT

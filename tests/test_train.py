@@ -22,6 +22,7 @@ from ddpm_core.config import TrainConfig
 from ddpm_core.diffusion import Diffusion
 from ddpm_core.evaluate import evaluate_model
 from ddpm_core.sample import sample
+from ddpm_core.trainer import N_BUCKETS, Trainer
 from tests.runs_helpers import POLL_S, TINY, copy_run, flags, run_cli, start, status_reaches, wait_until
 
 CHECKPOINT_FILES = (runs.MODEL, runs.EMA, runs.STATE)
@@ -67,7 +68,7 @@ def test_metrics_lines_hold_every_field(shared):
     assert [r["step"] for r in records] == list(range(5, 61, 5))
     for r in records:
         assert math.isfinite(r["loss"]) and r["loss"] > 0
-        assert len(r["loss_buckets"]) == train.N_BUCKETS
+        assert len(r["loss_buckets"]) == N_BUCKETS
         assert all(b is None or (math.isfinite(b) and b > 0) for b in r["loss_buckets"])
         assert any(b is not None for b in r["loss_buckets"])
         assert r["images_per_s"] > 0 and r["elapsed"] > 0
@@ -244,7 +245,7 @@ def test_divergence_never_overwrites_the_last_good_checkpoint(shared, tmp_path, 
 def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(shared, tmp_path, monkeypatch):
     run = copy_run(shared.path, tmp_path / "run")
     before = checkpoint_bytes(run)
-    trainer = train.Trainer(shared.config.replace(steps=62, out=str(run)), run, resume=True, log=lambda *_: None)
+    trainer = Trainer(shared.config.replace(steps=62, out=str(run)), run, resume=True, log=lambda *_: None)
     real_replace = os.replace
 
     def full_disk(src, dst, *args, **kwargs):
@@ -286,7 +287,7 @@ def test_resuming_drops_the_evaluation_of_the_old_weights(shared, tmp_path):
     run = copy_run(shared.path, tmp_path / "run")
     assert (run / runs.EVALUATION).exists()
     config = shared.config.replace(steps=62, evaluate_n=0, out=str(run))
-    assert train.Trainer(config, run, resume=True, log=lambda *_: None).train()["state"] == "done"
+    assert Trainer(config, run, resume=True, log=lambda *_: None).train()["state"] == "done"
     assert not (run / runs.EVALUATION).exists() and rh.headline_metric(run) == ""
 
 
@@ -298,7 +299,7 @@ def test_a_failed_evaluation_is_recorded_and_the_run_still_ends_done(tmp_path):
     settings = {**TINY, "dataset": "folder", "folder": str(folder), "image_size": 8, "channels": 1, "evaluate_n": 10}
     config = TrainConfig(**settings, steps=2, warmup=0, log_every=1, preview_every=0)
     lines = []
-    trainer = train.Trainer(config, tmp_path / "run", log=lines.append)
+    trainer = Trainer(config, tmp_path / "run", log=lines.append)
     for image in folder.iterdir():  # the reference images vanish between training and scoring
         image.unlink()
     assert trainer.train()["state"] == "done"

@@ -1,7 +1,7 @@
-"""The seed course's DDPM recipe, ported as the BASELINE of bench/bench_race.py — its faults kept on purpose.
+"""The course's DDPM recipe, ported as the BASELINE of bench/bench_race.py — its faults kept on purpose.
 
-Source: the seed module (/work/shared/seed/ddpm-module.md: the DDPM class, the training loop, `step`) and the MNIST
-notebook it links (ddpm_nano_sol), which provides the tiny UNet and the time table. Kept as the seed has them:
+Source: the course module (ddpm-module.md: the DDPM class, the training loop, `step`) and the MNIST notebook it
+links (ddpm_nano_sol), which provides the tiny UNet and the time table. Kept as the course has them:
 - the tiny UNet: blocks of three (LayerNorm over (C, H, W) → 3×3 conv → SiLU), channels 10/20/40, three stride-2
   downsamplings and three transposed-conv upsamplings with skip concatenations, and a frozen 100-d time table fed
   through Linear–SiLU–Linear and added to every block's input;
@@ -9,16 +9,17 @@ notebook it links (ddpm_nano_sol), which provides the tiny UNet and the time tab
 - float32 tables, linear β_t from 1e-4 to 0.02, T = 1000;
 - Adam, lr 1e-3, no EMA, no warm-up, no gradient clipping; loss = MSE between ε and ε_θ(x_t, t), t uniform;
 - the sampler: 1000 ancestral steps x_{t−1} = (x_t − β_t/√(1−ᾱ_t) ε_θ)/√α_t + √β_t z, σ_t² = β_t, no x̂₀ clipping,
-  no noise on the last step — the seed's own loop, timed as it is.
+  no noise on the last step — the course's own loop, timed as it is.
 
 Adapted to the 8×8 scikit-learn digits (the choices bench_race.py reports):
-- data scaling: the seed maps MNIST to [-1, 1] (ToTensor, then Normalize(0.5, 0.5)); load_dataset("digits") is already
+- data scaling: the course maps MNIST to [-1, 1] (ToTensor, then Normalize(0.5, 0.5)); load_dataset("digits") is already
   in [-1, 1], so nothing changes and samples are compared as they come out (unclipped; the metric clips to [-1, 1]).
-- size: the seed resizes MNIST 28 → 32 only so that its three halvings divide it; 8 already divides, so by default
+- size: the course resizes MNIST 28 → 32 only so that its three halvings divide it; 8 already divides, so by default
   the UNet runs on the digits' own 8×8 (bottleneck 1×1) — the cheapest and least handicapped baseline. `size=16`
-  pads the digits with background (−1) to 16×16 (bottleneck 2×2, ≈ 3× the training and 5× the sampling cost on a
-  CPU) and crops the centre 8×8 of the samples back for the metric.
-- batch: the seed's 4096 is sized for MNIST's 60 000 images (more than the 1797 digits), so 128; shuffled every
+  pads the digits with background (−1) to 16×16 (bottleneck 2×2; 4× the pixels, so a costlier baseline: no run of
+  it is in bench/RESULTS.md yet, `bench_race.py --course-size 16` measures it) and crops the centre 8×8 of the
+  samples back for the metric.
+- batch: the course's 4096 is sized for MNIST's 60 000 images (more than the 1797 digits), so 128; shuffled every
   epoch with the last short batch kept, like its DataLoader(shuffle=True).
 - random numbers come from one seeded generator instead of the global one (same distributions).
 """
@@ -30,18 +31,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 T = 1000  # diffusion steps
-BETA_START, BETA_END = 1e-4, 0.02  # linear β_t, float32 as in the seed
+BETA_START, BETA_END = 1e-4, 0.02  # linear β_t, float32 as in the course
 LR = 1e-3  # Adam
 BATCH_SIZE = 128  # see the module docstring
-TIME_EMB_DIM = 100  # width of the seed's time table
+TIME_EMB_DIM = 100  # width of the course's time table
 DIGIT_SIZE = 8  # the scikit-learn digits are 8×8
 
 
 def sinusoidal_table(n: int, d: int) -> Tensor:
-    """The seed's (n, d) float32 time table, row t for time index t — with its fault.
+    """The course's (n, d) float32 time table, row t for time index t — with its fault.
 
     Meant: the transformer table, sin in even columns and cos in odd ones, of t·ω_j, ω_j = 10000^(−2j/d).
-    What the seed's code does: its "sin mask" arange(0, n, 2) indexes ROWS (time steps), not columns, so every even t
+    What the course's code does: its "sin mask" arange(0, n, 2) indexes ROWS (time steps), not columns, so every even t
     gets sin(t·ω_j) in every column; its cos line then writes cos(·) of those already-sined even rows into rows
     1 − mask = 1, −1, −3, …, which Python wraps to the odd rows counted from the end. So row 1 ← cos(sin(0)) = all ones,
     row n−1 ← cos(sin(2·ω)), row n−3 ← cos(sin(4·ω)), …, row 3 ← cos(sin((n−2)·ω)): every odd t sees the embedding of a
@@ -56,7 +57,7 @@ def sinusoidal_table(n: int, d: int) -> Tensor:
     return table
 
 
-class SeedConv(nn.Module):
+class CourseConv(nn.Module):
     """LayerNorm over the whole (C, H, W) of each image → 3×3 conv → SiLU; (B, c_in, s, s) → (B, c_out, s, s)."""
 
     def __init__(self, shape: tuple[int, int, int], c_in: int, c_out: int):
@@ -70,18 +71,18 @@ class SeedConv(nn.Module):
 
 def tiny_block(size: int, c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(
-        SeedConv((c_in, size, size), c_in, c_out),
-        SeedConv((c_out, size, size), c_out, c_out),
-        SeedConv((c_out, size, size), c_out, c_out),
+        CourseConv((c_in, size, size), c_in, c_out),
+        CourseConv((c_out, size, size), c_out, c_out),
+        CourseConv((c_out, size, size), c_out, c_out),
     )
 
 
 def tiny_up(size: int, c_in: int) -> nn.Sequential:
-    """c_in → c_in/4 channels (the seed's up path halves, then halves again)."""
+    """c_in → c_in/4 channels (the course's up path halves, then halves again)."""
     return nn.Sequential(
-        SeedConv((c_in, size, size), c_in, c_in // 2),
-        SeedConv((c_in // 2, size, size), c_in // 2, c_in // 4),
-        SeedConv((c_in // 4, size, size), c_in // 4, c_in // 4),
+        CourseConv((c_in, size, size), c_in, c_in // 2),
+        CourseConv((c_in // 2, size, size), c_in // 2, c_in // 4),
+        CourseConv((c_in // 4, size, size), c_in // 4, c_in // 4),
     )
 
 
@@ -89,8 +90,8 @@ def time_mlp(c: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(TIME_EMB_DIM, c), nn.SiLU(), nn.Linear(c, c))
 
 
-class SeedUNet(nn.Module):
-    """ε_θ(x_t, t) of the seed: x (B, 1, s, s) with s divisible by 8, t (B,) or (B, 1) long → (B, 1, s, s)."""
+class CourseUNet(nn.Module):
+    """ε_θ(x_t, t) of the course: x (B, 1, s, s) with s divisible by 8, t (B,) or (B, 1) long → (B, 1, s, s)."""
 
     def __init__(self, size: int):
         super().__init__()
@@ -104,7 +105,7 @@ class SeedUNet(nn.Module):
         self.te_mid = time_mlp(40)
         m = s // 8
         self.b_mid = nn.Sequential(
-            SeedConv((40, m, m), 40, 20), SeedConv((20, m, m), 20, 20), SeedConv((20, m, m), 20, 40)
+            CourseConv((40, m, m), 40, 20), CourseConv((20, m, m), 20, 20), CourseConv((20, m, m), 20, 40)
         )
         self.up1, self.te4, self.b4 = nn.ConvTranspose2d(40, 40, 4, 2, 1), time_mlp(80), tiny_up(s // 4, 80)
         self.up2, self.te5, self.b5 = nn.ConvTranspose2d(20, 20, 4, 2, 1), time_mlp(40), tiny_up(s // 2, 40)
@@ -127,8 +128,8 @@ class SeedUNet(nn.Module):
         return self.conv_out(out)
 
 
-class SeedDDPM:
-    """The seed's DDPM tables (float32, index t = 0 … T−1 is the paper's t + 1), forward noising and reverse step."""
+class CourseDDPM:
+    """The course's DDPM tables (float32, index t = 0 … T−1 is the paper's t + 1), forward noising and reverse step."""
 
     def __init__(self):
         self.betas = torch.linspace(BETA_START, BETA_END, T, dtype=torch.float32)
@@ -137,7 +138,7 @@ class SeedDDPM:
         # add_noise
         self.sqrt_alpha_bars = alpha_bars**0.5
         self.sqrt_one_minus_alpha_bars = (1 - alpha_bars) ** 0.5
-        # step (the seed recomputes these two on every step; same values)
+        # step (the course recomputes these two on every step; same values)
         self.coef_eps = (1 - self.alphas) / self.sqrt_one_minus_alpha_bars
         self.coef_first = 1 / self.alphas**0.5
 
@@ -156,8 +157,8 @@ class SeedDDPM:
         return mean + self.betas[t] ** 0.5 * torch.randn(x_t.shape, generator=generator)
 
 
-class SeedRecipe:
-    """Train and sample the seed recipe on images x (N, 1, s, s) in [-1, 1] (the 8×8 digits, or MNIST's 28×28 padded
+class CourseRecipe:
+    """Train and sample the course recipe on images x (N, 1, s, s) in [-1, 1] (the 8×8 digits, or MNIST's 28×28 padded
     to 32 as the course does), on the CPU."""
 
     def __init__(self, x: Tensor, size: int = DIGIT_SIZE, batch_size: int = BATCH_SIZE, seed: int = 0):
@@ -168,8 +169,8 @@ class SeedRecipe:
         self.size, self.batch_size, self.step = size, batch_size, 0
         self.pad = (size - self.data_size) // 2
         self.x = F.pad(x, (self.pad,) * 4, value=-1.0)  # (N, 1, size, size), background −1 around
-        self.network = SeedUNet(size)
-        self.ddpm = SeedDDPM()
+        self.network = CourseUNet(size)
+        self.ddpm = CourseDDPM()
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=LR)
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -194,13 +195,13 @@ class SeedRecipe:
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, steps: int = T) -> Tensor:
-        """The seed's sampler: x_T ~ N(0, I), then `steps` ancestral steps from t = T−1 down (all T for samples;
+        """The course's sampler: x_T ~ N(0, I), then `steps` ancestral steps from t = T−1 down (all T for samples;
         fewer only to time a few). Returns the centre s×s, (n, 1, s, s), unclipped."""
         self.network.eval()
         g = torch.Generator().manual_seed(seed)
         x = torch.randn((n, 1, self.size, self.size), generator=g)
         for t in list(range(T))[::-1][:steps]:
-            eps = self.network(x, torch.full((n, 1), t, dtype=torch.long))  # t as (n, 1), as the seed passes it
+            eps = self.network(x, torch.full((n, 1), t, dtype=torch.long))  # t as (n, 1), as the course passes it
             x = self.ddpm.step(eps, t, x, g)
         p, s = self.pad, self.data_size
         return x[..., p : p + s, p : p + s]

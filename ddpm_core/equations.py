@@ -1,0 +1,116 @@
+"""The equation map: each equation of Ho et al. 2020 (and of the papers the app goes beyond them with) once, under one
+id, with the function that implements it and the pages that show it. The pages take their LaTeX from here
+(`st.latex(latex("q_sample"))`), in the course's notation; tests/test_equations.py checks that each function exists
+and names its equation in its docstring, and that no page writes LaTeX of its own.
+
+    id                 source                        function                                   pages
+    schedule           α_t = 1 − β_t, ᾱ_t, SNR, β̃    schedules.Schedule                         schedules
+    q_step             Ho et al. eq. 2               diffusion.Diffusion.q_step                 forward
+    q_chain            eq. 2 iterated, to eq. 4      diffusion.Diffusion.q_step                 forward
+    q_sample           Ho et al. eq. 4               diffusion.Diffusion.q_sample               home, forward
+    q_posterior        Ho et al. eqs. 6–7            diffusion.Diffusion.q_posterior            sample
+    ddpm_step          Ho et al. eq. 11, Alg. 2      diffusion.Diffusion.ddpm_step              home, sample
+    loss_simple        Ho et al. eq. 14, Alg. 1      trainer.Trainer.loss                       home, train
+    predict_x0         Ho et al. eq. 15              diffusion.Diffusion.predict_x0             sample
+    ddim_step          Song et al. 2021, eq. 12      diffusion.Diffusion.ddim_step              sample
+    target_eps/x0/v    ε, x_0, v (Salimans & Ho)     objectives.training_target                 train
+    min_snr            Hang et al. 2023              objectives.loss_weight                     train
+    guidance           Ho & Salimans 2022            sample._guided_output                      train, sample
+    label_dropout      Ho & Salimans 2022            trainer.Trainer.loss                       train
+    log_snr_density    p(λ) of λ_t over t            importance.log_snr_density                 sample
+    zero_terminal_snr  Lin et al. 2024, Alg. 1       schedules.rescale_betas_zero_terminal_snr  schedules
+
+A schedule family's own formula lives with it, in the SCHEDULES registry (ddpm_core/schedules.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Equation:
+    id: str
+    source: str  # where it comes from, as the function's docstring cites it
+    function: str  # "module:qualified.name", under ddpm_core
+    pages: tuple[str, ...]
+    latex: str
+
+
+EQUATIONS = {e.id: e for e in (
+    Equation("schedule", "α_t = 1 − β_t", "schedules:Schedule", ("schedules",),
+             r"\alpha_t = 1-\beta_t,\quad \bar\alpha_t = \prod_{s=1}^{t}\alpha_s,\quad"
+             r"\mathrm{SNR}_t = \frac{\bar\alpha_t}{1-\bar\alpha_t},\quad"
+             r"\tilde\beta_t = \frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}\,\beta_t"),
+    Equation("q_step", "Ho et al. eq. 2", "diffusion:Diffusion.q_step", ("forward",),
+             r"x_t = \sqrt{\alpha_t}\, x_{t-1} + \sqrt{1-\alpha_t}\,\epsilon_{t-1}"),
+    Equation("q_chain", "Iterating it", "diffusion:Diffusion.q_step", ("forward",),
+             r"""\begin{aligned}
+x_t &= \sqrt{\alpha_t}\, x_{t-1} + \sqrt{1-\alpha_t}\,\epsilon_{t-1}\\
+&= \sqrt{\alpha_t\alpha_{t-1}}\, x_{t-2} + \sqrt{\alpha_t(1-\alpha_{t-1})}\,\epsilon_{t-2}
+   + \sqrt{1-\alpha_t}\,\epsilon_{t-1}\\
+&= \sqrt{\alpha_t\alpha_{t-1}}\, x_{t-2} + \sqrt{1-\alpha_t\alpha_{t-1}}\,\bar\epsilon_t
+\quad\Longrightarrow\quad x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon
+\end{aligned}"""),
+    Equation("q_sample", "Ho et al. eq. 4", "diffusion:Diffusion.q_sample", ("home", "forward"),
+             r"x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\qquad \epsilon\sim\mathcal{N}(0, I)"),
+    Equation("q_posterior", "Ho et al. eqs. 6–7", "diffusion:Diffusion.q_posterior", ("sample",),
+             r"\tilde\beta_t = \frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}\beta_t"),
+    Equation("ddpm_step", "Ho et al. eq. 11 and Algorithm 2", "diffusion:Diffusion.ddpm_step", ("home", "sample"),
+             r"x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\left(x_t - \frac{1-\alpha_t}{\sqrt{1-\bar\alpha_t}}"
+             r"\,\epsilon_\theta(x_t,t)\right) + \sigma_t z,\qquad z\sim\mathcal{N}(0,I)"),
+    Equation("loss_simple", "Ho et al. eq. 14", "trainer:Trainer.loss", ("home", "train"),
+             r"L_\mathrm{simple}(\theta) = \mathbb{E}_{t,\,x_0,\,\epsilon}\left\|\epsilon - \epsilon_\theta\!\left("
+             r"\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t\right)\right\|^2"),
+    Equation("predict_x0", "Ho et al. eq. 15", "diffusion:Diffusion.predict_x0", ("sample",),
+             r"\hat x_0 = \frac{x_t-\sqrt{1-\bar\alpha_t}\,\epsilon_\theta(x_t,t)}{\sqrt{\bar\alpha_t}}"),
+    Equation("ddim_step", "Song et al. 2021, eq. 12", "diffusion:Diffusion.ddim_step", ("sample",),
+             r"x_{t-1} = \sqrt{\bar\alpha_{t-1}}\underbrace{\left(\frac{x_t-\sqrt{1-\bar\alpha_t}\,"
+             r"\epsilon_\theta(x_t,t)}{\sqrt{\bar\alpha_t}}\right)}_{\text{predicted } x_0}"
+             r" + \underbrace{\sqrt{1-\bar\alpha_{t-1}-\sigma_t^2}\,\epsilon_\theta(x_t,t)}"
+             r"_{\text{direction pointing to } x_t}"
+             r" + \underbrace{\sigma_t z}_{\text{random noise}}"),
+    Equation("target_eps", "ε", "objectives:training_target", ("train",),
+             r"\mathcal{L} = \mathbb{E}\,\lVert \epsilon - \epsilon_\theta(x_t, t) \rVert^2"),
+    Equation("target_x0", "x_0", "objectives:training_target", ("train",),
+             r"\begin{aligned}\mathcal{L} &= \mathbb{E}\,\lVert x_0 - \hat x_\theta(x_t, t) \rVert^2\\"
+             r"\hat\epsilon &= \frac{x_t - \sqrt{\bar\alpha_t}\,\hat x_\theta}{\sqrt{1-\bar\alpha_t}}\end{aligned}"),
+    Equation("target_v", "Salimans & Ho", "objectives:training_target", ("train",),
+             r"\begin{aligned}v &= \sqrt{\bar\alpha_t}\,\epsilon - \sqrt{1-\bar\alpha_t}\,x_0\\"
+             r"\mathcal{L} &= \mathbb{E}\,\lVert v - v_\theta(x_t, t) \rVert^2\\"
+             r"\hat\epsilon &= \sqrt{\bar\alpha_t}\,v_\theta + \sqrt{1-\bar\alpha_t}\,x_t\end{aligned}"),
+    Equation("min_snr", "Hang et al. 2023", "objectives:loss_weight", ("train",),
+             r"w_t = \min(\mathrm{SNR}_t,\ \gamma)\cdot\begin{cases}1/\mathrm{SNR}_t & \epsilon\\ 1 & x_0\\"
+             r" 1/(\mathrm{SNR}_t + 1) & v\end{cases}"),
+    Equation("guidance", "Ho & Salimans 2022", "sample:_guided_output", ("train", "sample"),
+             r"\tilde\epsilon_\theta(x_t, y) = \epsilon_\theta(x_t, \varnothing)"
+             r" + s\,\big(\epsilon_\theta(x_t, y) - \epsilon_\theta(x_t, \varnothing)\big)"),
+    Equation("label_dropout", "Ho & Salimans 2022", "trainer:Trainer.loss", ("train",),
+             r"y \to \varnothing \text{ with probability } p_\text{drop}"),
+    Equation("log_snr_density", "p(λ)", "importance:log_snr_density", ("sample",),
+             r"\lambda_t = \log\frac{\bar\alpha_t}{1-\bar\alpha_t},\qquad p(\lambda) = \frac{1}{T\,|d\lambda_t/dt|}"),
+    Equation("zero_terminal_snr", "Lin et al. 2024", "schedules:rescale_betas_zero_terminal_snr", ("schedules",),
+             r"\sqrt{\bar\alpha_t} \leftarrow \left(\sqrt{\bar\alpha_t} - \sqrt{\bar\alpha_T}\right)"
+             r"\frac{\sqrt{\bar\alpha_1}}{\sqrt{\bar\alpha_1} - \sqrt{\bar\alpha_T}}"),
+)}  # fmt: skip
+
+
+def latex(equation_id: str) -> str:
+    return EQUATIONS[equation_id].latex
+
+
+def q_sample_at(t: int, sqrt_alpha_bar: float, sqrt_one_minus_alpha_bar: float) -> str:
+    """q_sample with the numbers of one t filled in (the Forward page)."""
+    return rf"x_{{{t}}} = {sqrt_alpha_bar:.4f}\,x_0 + {sqrt_one_minus_alpha_bar:.4f}\,\epsilon"
+
+
+def sampling(sampler: str, variance: str, eta: float) -> list[str]:
+    """The update of the chosen sampler, with its σ_t (Ho et al. Algorithm 2; Song et al. eq. 12)."""
+    if sampler == "ddpm":
+        sigma = r"\beta_t" if variance == "beta" else latex("q_posterior")
+        return [latex("ddpm_step"), rf"\sigma_t^2 = {sigma},\qquad t = T, T-1, \dots, 1\ \ (z = 0 \text{{ at }} t = 1)"]
+    return [
+        latex("ddim_step"),
+        rf"\sigma_t = \eta\sqrt{{\frac{{1-\bar\alpha_{{t-1}}}}{{1-\bar\alpha_t}}}}"
+        rf"\sqrt{{1-\frac{{\bar\alpha_t}}{{\bar\alpha_{{t-1}}}}}},\qquad \eta = {eta:g}",
+    ]
