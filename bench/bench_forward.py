@@ -29,13 +29,12 @@ from ddpm_core.data import load_dataset  # noqa: E402
 from ddpm_core.forward import (  # noqa: E402
     chain_vs_closed,
     forward_frame,
-    png_bytes,
     shown_frame,
     strip,
-    strip_picture,
     strip_timesteps,
 )
 from ddpm_core.images import sample_photo  # noqa: E402
+from ddpm_core.pictures import png_bytes, strip_picture  # noqa: E402
 from ddpm_core.schedules import make_schedule  # noqa: E402
 
 

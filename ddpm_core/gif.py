@@ -14,7 +14,7 @@ import functools
 import io
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from ddpm_core.fileio import atomic_write
+
+if TYPE_CHECKING:
+    from ddpm_core.sample import StepRecord  # what a trajectory is made of
 
 MAX_GIF_WIDTH = 1460  # Streamlit freezes GIFs wider than this; never exceed it
 MIN_CELL_PX = 32  # a default grid upscales each image to at least this many pixels a side, so 8×8 digits are visible
@@ -37,14 +40,6 @@ MARGIN, GAP, TEXT_BAND = 4, 8, 16  # px: around the frame, between the two panel
 FONT_SIZE = 12
 POINTS_SIZE = 360  # px side of a scatter panel when the frame width allows it
 TITLES = ("x_t", "x0_hat")  # the default font has no glyphs for x̂₀
-
-
-class StepRecord(NamedTuple):
-    """One step of the reverse process, as the sampler yields it."""
-
-    t: int  # counts down to 0 for the final x_0 (the sampler's convention: the paper's t, T … 1, then 0)
-    x_t: Tensor  # (N, C, H, W) in about [-1, 1] (may overshoot), or (N, 2) points
-    x0_pred: Tensor  # same shape: the model's current estimate x̂₀
 
 
 def _numpy(x) -> np.ndarray:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 import numpy as np
 import torch
@@ -23,11 +23,18 @@ from torch import Tensor, nn
 
 from ddpm_core.devices import for_sampling
 from ddpm_core.diffusion import Diffusion, Spacing, VarianceType
-from ddpm_core.gif import StepRecord
 from ddpm_core.objectives import output_to_eps, prediction_of
 
 Sampler = Literal["ddpm", "ddim"]
 CPU_CHUNK = 500  # samples per forward pass on the CPU
+
+
+class StepRecord(NamedTuple):
+    """One step of the reverse process, as the sampler yields it."""
+
+    t: int  # counts down to 0 for the final x_0 (the sampler's convention: the paper's t, T … 1, then 0)
+    x_t: Tensor  # (N, C, H, W) in about [-1, 1] (may overshoot), or (N, 2) points
+    x0_pred: Tensor  # same shape: the model's current estimate x̂₀
 
 
 @dataclass

@@ -23,7 +23,6 @@ import torch
 from ddpm_core import run_history
 from ddpm_core.sharing import touch_busy
 from explorer.jobs import runs_root
-from explorer.train_queue import registry
 
 SERVER_THREADS = torch.get_num_threads()  # the server's own count (OMP_NUM_THREADS or the cores), read at its start
 CHECK_EVERY_S = 2.0  # how long an answer to "which runs train on the CPU?" is reused
@@ -31,8 +30,10 @@ _last: dict = {"at": -CHECK_EVERY_S, "root": None, "runs": []}  # the last look 
 
 
 def cpu_runs(root: Path | None = None) -> list[Path]:
-    """The runs under root (this server's, or ones started from the CLI) that train on the CPU now."""
-    return [p for p in registry().active(root) if run_history.read_status(p).get("device") == "cpu"]
+    """The runs under root (this server's, or ones started from the CLI) that train on the CPU now, read from their
+    run folders alone (a sampling's progress callback asks: it has no business with the training registry)."""
+    statuses = ((p, run_history.read_status(p)) for p in run_history.run_dirs(root or runs_root()))
+    return [p for p, s in statuses if run_history.run_state(s) == "running" and s.get("device") == "cpu"]
 
 
 def share_cpu(root: Path | None = None, now: float | None = None, busy: bool = False) -> int:

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ddpm_core import forward as fwd
+from ddpm_core import pictures
 from ddpm_core.data import DatasetError, load_dataset, make_toy
 from ddpm_core.images import (
     RESOLUTIONS,
@@ -246,13 +247,17 @@ def frame(sched: ScheduleKey, source: tuple, t: int, seed: int, _x0: Tensor) -> 
 def strip_row(sched: ScheduleKey, source: tuple, seed: int, _x0: Tensor) -> tuple[bytes, list[int]]:
     schedule = _schedule(sched)
     ts = fwd.strip_timesteps(schedule.T)
-    return fwd.png_bytes(fwd.strip_picture(fwd.strip(schedule, _x0, ts, seed), ts)), ts
+    return pictures.png_bytes(pictures.strip_picture(fwd.strip(schedule, _x0, ts, seed), ts)), ts
 
 
 @st.cache_data(max_entries=32, show_spinner="Running the chain…")
 def chain(sched: ScheduleKey, source: tuple, t: int, seed: int, _x0: Tensor) -> tuple[fwd.ChainStats, bytes, bytes]:
     c = fwd.chain_vs_closed(_schedule(sched), _x0, t, seed)
-    return c, fwd.png_bytes(fwd.to_picture(c.x_chain, 160)), fwd.png_bytes(fwd.to_picture(c.x_closed, 160))
+    return (
+        c,
+        pictures.png_bytes(pictures.to_picture(c.x_chain, 160)),
+        pictures.png_bytes(pictures.to_picture(c.x_closed, 160)),
+    )
 
 
 def show_chain(c: fwd.ChainStats, chain_png: bytes, closed_png: bytes, n_points: int | None) -> None:
@@ -290,7 +295,7 @@ def histogram_figure(h: fwd.Histogram) -> go.Figure:
 
 def cloud_figure(x0: Tensor, x_t: Tensor) -> go.Figure:
     """x_t (N, 2) over a faint x_0, on the fixed square [-4, 4]²."""
-    lim = fwd.POINTS_LIM
+    lim = pictures.POINTS_LIM
     fig = go.Figure()
     fig.add_scatter(x=x0[:, 0].numpy(), y=x0[:, 1].numpy(), mode="markers", name="x_0",
                     marker={"size": 4, "color": "lightgray", "opacity": 0.5})  # fmt: skip

@@ -8,10 +8,10 @@ import torch
 
 from ddpm_core import equations
 from ddpm_core.compare import GuidanceCell, compare_guidance
-from ddpm_core.forward import png_bytes
 from ddpm_core.gif import image_grid
 from ddpm_core.metrics import predicted_digits
-from explorer import gate, links
+from ddpm_core.pictures import png_bytes
+from explorer import gate, links, sampling_progress
 
 SCALES = (0.0, 1.0, 2.0, 4.0, 7.0)  # 0: unconditional, 1: conditional, above: guided
 NONE = -1  # the class picker's "no class": unconditional sampling through the null label
@@ -52,7 +52,7 @@ def _classify(loaded):
     return lambda x: torch.from_numpy(predicted_digits(x))
 
 
-def guidance_panel(loaded, settings: dict, cancellable, progress_callback) -> None:
+def guidance_panel(loaded, settings: dict) -> None:
     """An expander: every class in a row, the same x_T at each guidance scale; the classifier's accuracy on digits."""
     if not is_conditional(loaded):
         return
@@ -71,12 +71,12 @@ def guidance_panel(loaded, settings: dict, cancellable, progress_callback) -> No
         ):
             state.pop("sample.guidance", None)
             per_class = decision.n
-            with cancellable("guidance"):
+            with sampling_progress.cancellable("guidance"):
                 bar = st.progress(0.0, text="Sampling…")
                 args = {k: settings[k] for k in ("sampler", "steps", "eta", "variance", "clip_x0")}
                 cells = compare_guidance(loaded.net, loaded.diffusion, loaded.ckpt.sample_shape, classes,
                                          sorted(scales), per_class, settings["seed"], classify=_classify(loaded),
-                                         progress=progress_callback(bar), **args)  # fmt: skip
+                                         progress=sampling_progress.progress_callback(bar), **args)  # fmt: skip
                 bar.empty()
                 state["sample.guidance"] = (str(loaded.ckpt.path), per_class, cells)
         found = state.get("sample.guidance")

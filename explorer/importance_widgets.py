@@ -50,7 +50,7 @@ def figure(profile: LossProfile, schedule: str, T: int) -> go.Figure:
 
 def importance_panel(loaded) -> None:
     """An expander that measures the loaded checkpoint's error across t on request and plots it (loaded: the Sample
-    page's explorer.sample_widgets.Loaded)."""
+    page's explorer.checkpoints.Loaded)."""
     ckpt, path = loaded.ckpt, str(loaded.ckpt.path)
     with st.expander("Which noise levels are hard, and where the schedule spends its steps", key="importance_panel",
                      on_change="rerun"):  # fmt: skip

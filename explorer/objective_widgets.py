@@ -12,11 +12,11 @@ import streamlit as st
 
 from ddpm_core import equations, runs
 from ddpm_core.diffusion import Diffusion
-from ddpm_core.forward import png_bytes
 from ddpm_core.gif import image_grid, points_frame
+from ddpm_core.pictures import png_bytes
 from ddpm_core.sample import sample
 from explorer import links
-from explorer.sample_widgets import checkpoint_files
+from explorer.checkpoints import checkpoint_files
 
 OBJECTIVE = ("prediction_type", "loss_weighting", "min_snr_gamma", "class_conditional", "label_dropout", "init_from")
 TARGETS = {"eps": "ε (Ho et al.'s)", "x0": "x₀", "v": "v (Salimans & Ho)"}

@@ -12,7 +12,8 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from ddpm_core.gif import POINT_COLOR, POINT_PRED_COLOR, StepRecord, axis_limit, image_grid, points_frame
+from ddpm_core.gif import POINT_COLOR, POINT_PRED_COLOR, axis_limit, image_grid, points_frame
+from ddpm_core.sample import StepRecord
 
 
 def gif_html(gif: bytes, alt: str) -> str:

@@ -1,38 +1,28 @@
-"""Widgets and cached calls of the Sample page (pages/sample.py): the checkpoint picker, the sampler settings within
-the classroom's caps, one sampling run kept in session state (and cancellable), and the DDPM-vs-DDIM grid. Results
-are drawn by explorer/sample_views.py.
-
-A model is loaded once per checkpoint file (keyed on its path, mtime and size, so a run that writes a new checkpoint
-is reloaded) and shared read-only by every session: sampling runs under torch.inference_mode and never changes it.
+"""Widgets and cached calls of the Sample page (pages/sample.py): the sampler settings within the classroom's caps,
+one sampling run kept in session state, and the DDPM-vs-DDIM grid. The checkpoint (picked and loaded by
+explorer/checkpoints.py) is shared read-only by every session: sampling runs under torch.inference_mode and never
+changes it. Progress and Cancel: explorer/sampling_progress.py; results are drawn by explorer/sample_views.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import streamlit as st
 import torch
 
-from ddpm_core import runs
 from ddpm_core.compare import CellResult, SamplerSetting, cheap_settings, compare_samplers, standard_settings
 from ddpm_core.data import DatasetError
-from ddpm_core.devices import BF16Network, for_sampling, resolve_device
-from ddpm_core.diffusion import Diffusion
 from ddpm_core.evaluate import quality_metrics
-from ddpm_core.forward import png_bytes
-from ddpm_core.gif import StepRecord, axis_limit, image_grid, points_frame, trajectory_gif
-from ddpm_core.models import describe_model
-from ddpm_core.sample import SampleResult, sample
+from ddpm_core.gif import axis_limit, image_grid, points_frame, trajectory_gif
+from ddpm_core.pictures import png_bytes
+from ddpm_core.sample import SampleResult, StepRecord, sample
 from explorer import gate, links
-from explorer.cpu_share import share_cpu
+from explorer.checkpoints import Loaded
 from explorer.guidance_widgets import sample_arguments
-from explorer.ui import ROOT
+from explorer.sampling_progress import progress_callback
 
-BUNDLED = ROOT / "assets" / "checkpoints"
-FIRST_BUNDLED = ("mnist", "digits")  # the default checkpoint, then the 8×8 digits; the others by name
 MAX_N = {"images": 256, "points": 2000}  # per request, before the classroom's cap
 DEFAULT_N = {"images": 64, "points": 1000}
 POINTS_PER_SAMPLE = 8  # the classroom's max_n counts images; a 2D point is this much cheaper
@@ -40,92 +30,6 @@ GIF_MAX_IMAGES = 64  # a GIF of 256 noisy 8×8 grids is ~15 MB; the first 64 sho
 GIF_MAX_PIXELS = 16 * 28 * 28  # image pixels per frame: 16 MNIST digits (64 of them made a 12 MB GIF for DDIM-50)
 STEP_LABEL = {"ddpm": "DDPM (ancestral, Ho et al. 2020)", "ddim": "DDIM (Song et al. 2021)"}
 VARIANCE_LABEL = {"beta": "β_t (the course's)", "posterior": "β̃_t (the posterior's)"}  # also the link's value
-RUNNING = "sample.running"  # session state: set while a sampling runs; left behind when a rerun interrupts it
-
-
-@dataclass(frozen=True)
-class Loaded:
-    ckpt: runs.Checkpoint  # model on `device`, eval mode
-    diffusion: Diffusion  # on the same device
-    device: str
-
-    @property
-    def points(self) -> bool:
-        return self.ckpt.config.is_points
-
-    @property
-    def T(self) -> int:
-        return self.diffusion.num_timesteps
-
-    @property
-    def net(self) -> torch.nn.Module:
-        """The network to sample with: bf16 where the checkpoint trained so and this CPU has it (for_sampling)."""
-        return for_sampling(self.ckpt.model, self.ckpt.config)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Choosing a checkpoint
-
-
-def checkpoint_files(runs_root: Path) -> dict[str, str]:
-    """{path: label} of the bundled checkpoints ("mnist", the default, and "digits" first), then of each run's EMA
-    weights (the run's name) and raw weights ("<name> (raw weights)"). A label is also the page link's ?checkpoint=
-    value: short, and unique ("runs/<label>" for a run named like a bundled checkpoint)."""
-    first = {name: i for i, name in enumerate(FIRST_BUNDLED)}
-    bundled = sorted(BUNDLED.glob("*.safetensors"), key=lambda p: (first.get(p.stem, len(first)), p.stem))
-    found = {str(p): p.stem for p in bundled}
-    if runs_root.is_dir():
-        for run in sorted(p for p in runs_root.iterdir() if p.is_dir()):
-            for name, suffix in ((runs.EMA, ""), (runs.MODEL, " (raw weights)")):
-                if (run / name).is_file():
-                    label = run.name + suffix
-                    found[str(run / name)] = f"runs/{label}" if label in found.values() else label
-    return found
-
-
-@st.cache_resource(max_entries=8, show_spinner="Loading the checkpoint…")
-def _load(path: str, mtime_ns: int, size: int) -> Loaded:
-    """One model per file version (mtime and size are only the cache key); raises CheckpointError."""
-    ckpt = runs.load_checkpoint(path)
-    device = resolve_device("auto")
-    ckpt.model.to(device)
-    return Loaded(ckpt, Diffusion(ckpt.config.make_schedule()).to(device), str(device))
-
-
-def checkpoint_picker() -> Loaded | None:
-    """A selectbox (key "checkpoint", bound to the link) over checkpoint_files, and the loaded checkpoint; None after
-    an st.error that gives the CheckpointError's message."""
-    root = runs.default_runs_root()
-    files = checkpoint_files(root)
-    if st.session_state.get("checkpoint") not in files:  # a run folder removed since the last run
-        st.session_state.pop("checkpoint", None)
-    path = links.selectbox("Checkpoint", list(files), key="checkpoint", format_func=files.get,
-                           help=f"The bundled ones, then each run in {root}/: its EMA weights (the run's name) "
-                           "and its raw weights")  # fmt: skip
-    try:
-        stat = Path(path).stat()
-        return _load(path, stat.st_mtime_ns, stat.st_size)
-    except (runs.CheckpointError, OSError) as e:
-        st.error(f"Cannot use this checkpoint: {e}")
-        return None
-
-
-def config_table(loaded: Loaded) -> str:
-    """The checkpoint's settings as a markdown table."""
-    c, ckpt = loaded.ckpt.config, loaded.ckpt
-    schedule = c.schedule + "".join(f", {k}={v:g}" for k, v in c.schedule_params.items())
-    schedule += " + zero terminal SNR" if c.rescale_zero_terminal_snr else ""
-    rows = {
-        "data set": f"{c.dataset} — samples of shape {'×'.join(map(str, ckpt.sample_shape))}",
-        "model": describe_model(ckpt.model_config, ckpt.model),
-        "schedule": schedule,
-        "T": f"{c.T:,}",
-        "trained for": f"{ckpt.step:,} steps",
-        "file": f"`{ckpt.path}`",
-        "sampling on": loaded.device,
-        "precision": "bf16 autocast (as it trained)" if isinstance(loaded.net, BF16Network) else "float32",
-    }
-    return "| setting | value |\n| --- | --- |\n" + "".join(f"| {k} | {v} |\n" for k, v in rows.items())
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -226,19 +130,6 @@ class SampleView:
     metric_note: str  # why there is no metric, when there is none
 
 
-def progress_callback(bar):
-    shown = [-1]
-
-    def update(done: int, total: int) -> None:
-        percent = 100 * done // total
-        if percent != shown[0]:  # ≤ 101 messages to the browser, not one per step
-            shown[0] = percent
-            share_cpu(busy=True)  # one thread here while a run trains on the CPU, one fewer there
-            bar.progress(percent / 100, text=f"Sampling: step {done:,} of {total:,}")
-
-    return update
-
-
 def _metric(samples: torch.Tensor, loaded: Loaded) -> tuple[dict | None, str]:
     if len(samples) < 2:
         return None, "The quality metric needs N ≥ 2."
@@ -247,26 +138,6 @@ def _metric(samples: torch.Tensor, loaded: Loaded) -> tuple[dict | None, str]:
         return quality_metrics(samples, config), ""
     except (DatasetError, ValueError) as e:
         return None, f"No quality metric: {e}"
-
-
-@contextlib.contextmanager
-def cancellable(what: str):
-    """Around a long sampling: a Cancel button above its progress bar, and a mark in session state. A click on Cancel
-    (or on any widget) makes Streamlit rerun the script, which interrupts this run at its next progress update: the
-    code after the yield never runs, the mark stays, and the next run reports it (was_cancelled). A result is only
-    stored once its sampling has ended, so an interrupted one leaves nothing half-made behind."""
-    st.session_state[RUNNING] = what
-    button = st.empty()
-    button.button("Cancel", key=f"cancel_{what}", icon=":material/cancel:", help="Stop sampling; nothing is kept")
-    yield
-    button.empty()
-    del st.session_state[RUNNING]
-
-
-def was_cancelled() -> str:
-    """What the last run was sampling when it was interrupted ("generate" or "compare"); "" when it was not. Asks
-    once: the mark is cleared."""
-    return st.session_state.pop(RUNNING, "")
 
 
 def gif_images(shape: tuple[int, ...]) -> int:

@@ -4,6 +4,7 @@ score the samples, and compare samplers on the same noise."""
 import streamlit as st
 
 from ddpm_core import equations
+from explorer import checkpoints, sampling_progress
 from explorer import guidance_widgets as gw
 from explorer import importance_widgets as iw
 from explorer import sample_views as sv
@@ -18,12 +19,12 @@ $\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\epsilon_\theta(x_t, t))/\sqrt{\bar\al
 sharpen while $x_t$ clears.
 """
 )
-loaded = sw.checkpoint_picker()
+loaded = checkpoints.checkpoint_picker()
 if loaded is None:
     st.info("Pick another checkpoint: the bundled ones always work.")
     st.stop()
 with st.expander("The checkpoint's settings", expanded=True):
-    st.markdown(sw.config_table(loaded))
+    st.markdown(checkpoints.config_table(loaded))
     st.caption("Every training setting (the TrainConfig saved in the file):")
     st.json(loaded.ckpt.config.to_dict(), expanded=False)
 
@@ -41,13 +42,13 @@ elif settings["sampler"] == "ddim":
     st.caption("For DDIM, t−1 stands for the next of the strided steps (e.g. 999, 979, …, 19, then x_0).")
 
 state = st.session_state
-if sw.was_cancelled():  # a click on Cancel (or any widget) interrupted the last run's sampling
+if sampling_progress.was_cancelled():  # a click on Cancel (or any widget) interrupted the last run's sampling
     st.warning("Sampling cancelled: nothing was kept. Press **Generate** (or **Compare**) to sample again.")
 if refusal := sw.refusal(loaded, settings):
     st.warning(refusal)
 if st.button("Generate", key="generate", type="primary", disabled=bool(refusal)) and not refusal:
     state.pop("sample.result", None)  # it no longer matches what is asked for, whether or not this one finishes
-    with sw.cancellable("generate"):
+    with sampling_progress.cancellable("generate"):
         view = state["sample.result"] = sw.generate(loaded, settings)
     state["frame"] = len(view.result.trajectory) - 1  # the scrubber starts on the samples
 view = state.get("sample.result")
@@ -90,7 +91,7 @@ else:
         left.image(sv.picture(record.x_t, view.lim), output_format="PNG", caption=f"x_t at t = {record.t}")
         right.image(sv.picture(record.x0_pred, view.lim), output_format="PNG", caption=f"x̂₀ at t = {record.t}")
 
-gw.guidance_panel(loaded, settings, sw.cancellable, sw.progress_callback)
+gw.guidance_panel(loaded, settings)
 iw.importance_panel(loaded)
 
 # keyed, with on_change: its open state lives in session state, so the rerun of "Compare" keeps it open
@@ -102,7 +103,7 @@ with st.expander("DDPM vs DDIM: the same model and x_T at several step counts", 
     chosen = sw.compare_picker(loaded)
     if st.button("Compare", key="compare", disabled=not chosen):
         state.pop("sample.compare", None)
-        with sw.cancellable("compare"):
+        with sampling_progress.cancellable("compare"):
             state["sample.compare"] = sw.run_compare(loaded, settings, chosen)
     grid = state.get("sample.compare")
     if grid is not None and grid.checkpoint == str(loaded.ckpt.path):

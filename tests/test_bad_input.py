@@ -738,8 +738,8 @@ def test_streamlit_config_sets_the_security_and_ci_settings():
 def test_the_sample_pages_checkpoints_are_bundled_or_in_the_runs_root(env):
     """The Sample page offers only these paths (and drops a picked one that is no longer among them): a user picks
     a checkpoint, never types a path."""
-    from explorer.sample_widgets import BUNDLED as bundled_folder
-    from explorer.sample_widgets import checkpoint_files
+    from explorer.checkpoints import BUNDLED as bundled_folder
+    from explorer.checkpoints import checkpoint_files
 
     for name in ("ok", "..hidden", "-dash", "a b"):
         (env.runs_root / name).mkdir()

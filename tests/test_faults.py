@@ -24,9 +24,9 @@ import pytest
 from ddpm_core import run_history, runs, train
 from ddpm_core.config import TrainConfig
 from explorer import identity
+from explorer.checkpoints import checkpoint_files
 from explorer.jobs import MAX_RUNS_ENV, JobRegistry, LaunchError
 from explorer.owners import Requester
-from explorer.sample_widgets import checkpoint_files
 from tests.apptest_helpers import open_page, rerun
 from tests.runs_helpers import DIGITS, ROOT, TINY, flags, wait_until
 

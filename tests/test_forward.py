@@ -19,20 +19,15 @@ from ddpm_core.forward import (
     CHAIN_ELEMENTS,
     CHAIN_WORK,
     MAX_CHAIN_STEPS,
-    MAX_ROW_WIDTH,
     chain_vs_closed,
     fixed_noise,
     forward_frame,
     histogram,
-    labelled_row,
     noised,
-    png_bytes,
     readout,
     shown_frame,
     strip,
-    strip_picture,
     strip_timesteps,
-    to_picture,
     work_copy,
 )
 from ddpm_core.images import (
@@ -45,6 +40,7 @@ from ddpm_core.images import (
     decode_image,
     sample_photo,
 )
+from ddpm_core.pictures import MAX_ROW_WIDTH, labelled_row, png_bytes, strip_picture, to_picture
 
 SCHEDULES = [
     make_schedule("linear", 1000),

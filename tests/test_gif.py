@@ -17,12 +17,12 @@ from ddpm_core.gif import (
     POINT_COLOR,
     POINT_PRED_COLOR,
     TEXT_COLOR,
-    StepRecord,
     image_grid,
     points_frame,
     save_png,
     trajectory_gif,
 )
+from ddpm_core.sample import StepRecord
 
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
 

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from ddpm_core import runs
-from explorer.sample_widgets import BUNDLED as BUNDLED_FOLDER
+from explorer.checkpoints import BUNDLED as BUNDLED_FOLDER
 from tests.apptest_helpers import rerun
 from tests.runs_helpers import TINY, flags, run_cli
 from tests.test_links import open_with
