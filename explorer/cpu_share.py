@@ -2,10 +2,10 @@
 thread, and while the server samples, the trainer computes with one thread fewer (ddpm_core/sharing.py).
 
 The trainer and the server are two PyTorch processes. GNU OpenMP's threads wait for each other by spinning, so two
-processes that each use every core take the cores from each other's waiting threads: on 2 cores, sampling 64 digits
-with DDPM-1000 took minutes instead of 8 s while the default recipe trained, and the trainer fell from about 2,900 to
-under 100 images/s (bench/bench_threads.py). With this module both keep close to their own speed, and the trainer
-has every core whenever nobody samples. A run on a GPU leaves the CPU alone: the server then keeps its threads.
+processes that each use every core take the cores from each other's waiting threads, and both slow down many times
+over. With this module both keep close to their own speed, and the trainer has every core whenever nobody samples
+(bench/bench_threads.py measures it; its figures are in bench/RESULTS.md). A run on a GPU leaves the CPU alone: the
+server then keeps its threads.
 
 torch's thread count belongs to each thread of a process once it has computed (OpenMP keeps it per thread), and each
 Streamlit script run is a new thread that starts from the count last set. So `share_cpu()` is called at the start of

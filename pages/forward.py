@@ -5,8 +5,7 @@ import streamlit as st
 from ddpm_core import equations
 from ddpm_core.data import POINT_DATASETS
 from ddpm_core.forward import MAX_CHAIN_STEPS, STRIP_LENGTH
-from explorer import forward_widgets as fw
-from explorer import links
+from explorer import forward_widgets, links
 from explorer.widgets import schedule_picker
 
 st.title("Forward process")
@@ -21,7 +20,7 @@ mixed in.
 schedule = schedule_picker()
 if schedule is None:
     st.stop()  # the picker has said which value is wrong
-sched = fw.schedule_key(schedule)
+sched = forward_widgets.schedule_key(schedule)
 
 left, right = st.columns([1, 2])
 mode = links.radio("Data", ["image", "points"], "mode", horizontal=True, where=left,
@@ -30,19 +29,19 @@ seed = links.number("Noise seed", "seed", default=0, min_value=0, max_value=2**3
                     help="ε ~ N(0, I) is drawn once from this seed")  # fmt: skip
 with right:
     if mode == "image":
-        source = fw.image_source()
+        source = forward_widgets.image_source()
     else:
         toy = links.selectbox("2D toy", POINT_DATASETS, "toy", format_func=lambda n: n.replace("_", " "))
-        source = fw.toy_source(toy)
+        source = forward_widgets.toy_source(toy)
 if source is None:
     st.stop()  # image_source has said why (no upload yet, data set not on disk, unreadable file)
 
-t = fw.t_picker(schedule.T)
+t = forward_widgets.t_picker(schedule.T)
 st.caption(
     f"t is the index 0 … {schedule.T - 1} of the schedule's tensors; the paper's t is index + 1 "
     f"(index 0 is x₁, one step of noise; index {schedule.T - 1} is x_T)."
 )
-picture, frame = fw.frame(sched, source.id, t, seed, _x0=source.x0)
+picture, frame = forward_widgets.frame(sched, source.id, t, seed, _x0=source.x0)
 r = frame.readout
 
 view, numbers = st.columns([3, 2])
@@ -51,7 +50,7 @@ with view:
         shape = "×".join(map(str, source.x0.shape))
         st.image(picture, caption=f"x_t at t = {t}: {shape} values, shown clipped to [-1, 1]")
     else:
-        st.plotly_chart(fw.cloud_figure(source.x0, frame.x_t), key="cloud")
+        st.plotly_chart(forward_widgets.cloud_figure(source.x0, frame.x_t), key="cloud")
 with numbers:
     st.latex(equations.latex("q_sample"))
     st.latex(equations.q_sample_at(t, r.sqrt_alpha_bar, r.sqrt_one_minus_alpha_bar))
@@ -60,10 +59,10 @@ with numbers:
     cols[1].metric("√ᾱ_t", f"{r.sqrt_alpha_bar:.4g}", help="The weight of x_0 in x_t")
     cols[2].metric("SNR_t", f"{r.snr:.4g}", help="ᾱ_t / (1 − ᾱ_t): signal power over noise power")
     cols[3].metric("log-SNR", f"{r.log_snr:.3f}", help="ln SNR_t, the natural log")
-    st.plotly_chart(fw.histogram_figure(frame.histogram), key="histogram")
+    st.plotly_chart(forward_widgets.histogram_figure(frame.histogram), key="histogram")
 
 st.subheader(f"x_t at {STRIP_LENGTH} values of t")
-png, ts = fw.strip_row(sched, source.id, seed, _x0=source.x0)
+png, ts = forward_widgets.strip_row(sched, source.id, seed, _x0=source.x0)
 st.image(png, caption=f"the same x_0 and the same ε at t = {', '.join(map(str, ts))}")
 st.download_button("Download the strip (PNG)", png, file_name="forward_strip.png", mime="image/png",
                    key="download_strip", on_click="ignore")  # fmt: skip
@@ -83,12 +82,13 @@ if not run_chain:
 elif t + 1 > MAX_CHAIN_STEPS:
     st.info(f"The chain to t = {t} would take {t + 1:,} steps; pick t < {MAX_CHAIN_STEPS:,} to run it here.")
 else:
-    fw.show_chain(*fw.chain(sched, source.id, t, seed, _x0=source.x0), len(source.x0) if mode == "points" else None)
+    points = len(source.x0) if mode == "points" else None
+    forward_widgets.show_chain(*forward_widgets.chain(sched, source.id, t, seed, _x0=source.x0), points)
 
 with st.expander("Compare schedules: the same x_0 and the same ε"):
     n = links.slider("Schedules", "n_compare", default=2, min_value=2, max_value=4)
     for i, default in enumerate(["linear", "cosine", "sigmoid", "scaled_linear"][:n], start=1):
         other = schedule_picker(key=f"cmp{i}.", default=default, label=f"Schedule {i}")
         if other is not None:  # else the picker has shown the error; the other rows still show
-            row, _ = fw.strip_row(fw.schedule_key(other), source.id, seed, _x0=source.x0)
+            row, _ = forward_widgets.strip_row(forward_widgets.schedule_key(other), source.id, seed, _x0=source.x0)
             st.image(row, caption=repr(other))

@@ -4,11 +4,7 @@ score the samples, and compare samplers on the same noise."""
 import streamlit as st
 
 from ddpm_core import equations
-from explorer import checkpoints, sampling_progress
-from explorer import guidance_widgets as gw
-from explorer import importance_widgets as iw
-from explorer import sample_views as sv
-from explorer import sample_widgets as sw
+from explorer import checkpoints, guidance_widgets, importance_widgets, sample_views, sample_widgets, sampling_progress
 
 st.title("Sample")
 st.markdown(
@@ -29,8 +25,8 @@ with st.expander("The checkpoint's settings", expanded=True):
     st.json(loaded.ckpt.config.to_dict(), expanded=False)
 
 st.subheader("Sampler")
-settings = sw.sampler_settings(loaded) | gw.class_settings(loaded)
-st.caption(sw.STEP_LABEL[settings["sampler"]])
+settings = sample_widgets.sampler_settings(loaded) | guidance_widgets.class_settings(loaded)
+st.caption(sample_widgets.STEP_LABEL[settings["sampler"]])
 for equation in equations.sampling(settings["sampler"], settings["variance"], settings["eta"]):
     st.latex(equation)
 if settings["clip_x0"]:
@@ -44,12 +40,12 @@ elif settings["sampler"] == "ddim":
 state = st.session_state
 if sampling_progress.was_cancelled():  # a click on Cancel (or any widget) interrupted the last run's sampling
     st.warning("Sampling cancelled: nothing was kept. Press **Generate** (or **Compare**) to sample again.")
-if refusal := sw.refusal(loaded, settings):
+if refusal := sample_widgets.refusal(loaded, settings):
     st.warning(refusal)
 if st.button("Generate", key="generate", type="primary", disabled=bool(refusal)) and not refusal:
     state.pop("sample.result", None)  # it no longer matches what is asked for, whether or not this one finishes
     with sampling_progress.cancellable("generate"):
-        view = state["sample.result"] = sw.generate(loaded, settings)
+        view = state["sample.result"] = sample_widgets.generate(loaded, settings)
     state["frame"] = len(view.result.trajectory) - 1  # the scrubber starts on the samples
 view = state.get("sample.result")
 if view is None or view.checkpoint != str(loaded.ckpt.path):
@@ -63,15 +59,16 @@ else:
     final, movie = st.columns([2, 3])
     final.image(view.png, output_format="PNG", caption="x_0: the final samples")
     with movie:
-        st.markdown(sv.gif_html(view.gif, "the reverse trajectory"), unsafe_allow_html=True)
-        shown = "" if loaded.points or s["n"] <= sw.GIF_MAX_IMAGES else f" (the first {sw.GIF_MAX_IMAGES} samples)"
+        st.markdown(sample_views.gif_html(view.gif, "the reverse trajectory"), unsafe_allow_html=True)
+        most = sample_widgets.GIF_MAX_IMAGES
+        shown = "" if loaded.points or s["n"] <= most else f" (the first {most} samples)"
         st.caption(f"x_t (left) and x̂₀ (right) from t = T down to 0{shown}, {len(result.trajectory)} frames")
     buttons = st.columns(4)
     buttons[0].download_button("Download the GIF", view.gif, file_name="trajectory.gif", mime="image/gif",
                                key="download_gif", on_click="ignore")  # fmt: skip
     buttons[1].download_button("Download the samples (PNG)", view.png, file_name="samples.png", mime="image/png",
                                key="download_png", on_click="ignore")  # fmt: skip
-    sv.show_metric(view.metric, view.metric_note, s["n"])
+    sample_views.show_metric(view.metric, view.metric_note, s["n"])
 
     st.subheader("Step by step")
     records = result.trajectory
@@ -83,16 +80,16 @@ else:
     st.markdown(f"**t = {record.t}** (record {k + 1} of {len(records)}; t = 0 is the returned x_0)")
     left, right = st.columns(2)
     if loaded.points:
-        left.plotly_chart(sv.points_figure(record, view.lim), key="frame_points")
+        left.plotly_chart(sample_views.points_figure(record, view.lim), key="frame_points")
         left.caption(f"x_t and x̂₀ at t = {record.t}")
-        right.plotly_chart(sv.points_animation(records, view.lim), key="animation")
+        right.plotly_chart(sample_views.points_animation(records, view.lim), key="animation")
         right.caption("The cloud over t: press ▶ Play; click x̂₀ in the legend to show it too. Axes are fixed.")
     else:
-        left.image(sv.picture(record.x_t, view.lim), output_format="PNG", caption=f"x_t at t = {record.t}")
-        right.image(sv.picture(record.x0_pred, view.lim), output_format="PNG", caption=f"x̂₀ at t = {record.t}")
+        for where, x, name in ((left, record.x_t, "x_t"), (right, record.x0_pred, "x̂₀")):
+            where.image(sample_views.picture(x, view.lim), output_format="PNG", caption=f"{name} at t = {record.t}")
 
-gw.guidance_panel(loaded, settings)
-iw.importance_panel(loaded)
+guidance_widgets.guidance_panel(loaded, settings)
+importance_widgets.importance_panel(loaded)
 
 # keyed, with on_change: its open state lives in session state, so the rerun of "Compare" keeps it open
 with st.expander("DDPM vs DDIM: the same model and x_T at several step counts", key="compare_panel", on_change="rerun"):
@@ -100,12 +97,12 @@ with st.expander("DDPM vs DDIM: the same model and x_T at several step counts", 
         "Every cell starts from the **same** x_T (the seed above) and uses the N, clipping, η (DDIM) and σ_t² "
         "(DDPM) set above. DDIM with η = 0 is deterministic: fewer steps trace roughly the same samples."
     )
-    chosen = sw.compare_picker(loaded)
+    chosen = sample_widgets.compare_picker(loaded)
     if st.button("Compare", key="compare", disabled=not chosen):
         state.pop("sample.compare", None)
         with sampling_progress.cancellable("compare"):
-            state["sample.compare"] = sw.run_compare(loaded, settings, chosen)
+            state["sample.compare"] = sample_widgets.run_compare(loaded, settings, chosen)
     grid = state.get("sample.compare")
     if grid is not None and grid.checkpoint == str(loaded.ckpt.path):
         st.caption(f"{grid.n:,} samples per cell, seed {grid.seed}.")
-        sv.show_compare(grid)
+        sample_views.show_compare(grid)

@@ -3,13 +3,8 @@ and compare runs. The run folder is all this page reads; explorer/jobs.py starts
 
 import streamlit as st
 
-from ddpm_core import equations
-from ddpm_core import run_history as rh
-from explorer import identity, jobs, links
-from explorer import objective_widgets as ow
-from explorer import recipe_widgets as rw
-from explorer import train_queue as tq
-from explorer import train_widgets as tw
+from ddpm_core import equations, run_history
+from explorer import identity, jobs, links, objective_widgets, recipe_widgets, train_queue, train_widgets
 
 st.title("Train")
 st.markdown(
@@ -26,13 +21,13 @@ st.latex(equations.latex("loss_simple"))
 root = jobs.runs_root()
 who = identity.requester()  # this browser (its runs are its own to stop, resume, cancel, delete) and the teacher
 identity.teacher_panel(who)
-reg = tq.registry()
+reg = train_queue.registry()
 reg.poll(root)  # start queued runs whose slot has freed up (a daemon thread does it too, once a second)
 
 st.header("New run")
-if not tq.training_off():  # the teacher's switch: no form, no launch; the runs below stay visible
-    fresh = rw.recipe_picker()
-    config = tw.config_form(fresh)
+if not train_queue.training_off():  # the teacher's switch: no form, no launch; the runs below stay visible
+    fresh = recipe_widgets.recipe_picker()
+    config = train_widgets.config_form(fresh)
     dataset = st.session_state["dataset"]
     name_col, launch_col = st.columns([3, 1], vertical_alignment="bottom")
     name = name_col.text_input("Run name", key="name", placeholder=f"{dataset}-<date>-<time>", max_chars=80)
@@ -52,11 +47,11 @@ if not tq.training_off():  # the teacher's switch: no form, no launch; the runs 
             f"Saved in `{root / folder}`"
             + (" (the name made safe for a folder)" if run_dir and folder != name.strip() else "")
         )
-    tq.capacity_notice(root)
+    train_queue.capacity_notice(root)
     if launch:
-        tq.launch(config, run_dir or jobs.run_folder("", config.dataset, root), who)
+        train_queue.launch(config, run_dir or jobs.run_folder("", config.dataset, root), who)
 
-rows = rh.history(root)
+rows = run_history.history(root)
 if not rows:
     st.info(f"No runs in `{root}` yet: launch one above.")
     st.stop()
@@ -71,11 +66,11 @@ picked = links.selectbox("Run", names, key="run", where=pick_col, help="The most
 smoothing = links.slider("Smoothing of the loss curves", key="smoothing", default=0.8, min_value=0.0,
                          max_value=0.99, step=0.01, where=smooth_col,
                          help="Weight of the exponential moving average (0: none)")  # fmt: skip
-tw.run_panel(root / picked, smoothing, who)
-ow.before_after(root / picked)
+train_widgets.run_panel(root / picked, smoothing, who)
+objective_widgets.before_after(root / picked)
 
 st.header("History")
-tw.history_table(root, live=any(tw.state_of(r) in tw.LIVE for r in rows))
+train_widgets.history_table(root, live=any(train_widgets.state_of(r) in train_widgets.LIVE for r in rows))
 st.caption(
     "Final loss: the last log interval's mean. Metric: the headline number of the run's `evaluation.json`, "
     "written when a run ends (FD of 1000 DDIM-50 samples for digits, MMD/sliced W1 for 2D; larger images on a CPU "
@@ -84,8 +79,8 @@ st.caption(
 )
 compare = links.multiselect("Compare runs", names, key="compare", max_selections=2, placeholder="pick two runs")
 if compare:
-    curves = [(n, *rh.loss_curve(rh.read_records(root / n))) for n in compare]
-    st.plotly_chart(tw.loss_figure(curves, smoothing, "Training loss"), key="compare_loss")
+    curves = [(n, *run_history.loss_curve(run_history.read_records(root / n))) for n in compare]
+    st.plotly_chart(train_widgets.loss_figure(curves, smoothing, "Training loss"), key="compare_loss")
     for col, n in zip(st.columns(len(compare)), compare, strict=True):
         with col:
-            tw.previews(root / n, kinds=("ema",))
+            train_widgets.previews(root / n, kinds=("ema",))
