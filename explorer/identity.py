@@ -99,6 +99,8 @@ def teacher_panel(who: Requester) -> None:
     with st.sidebar:
         if who.teacher:
             by_token = not (room.localhost_is_teacher and from_this_machine())
+            if not by_token and not room.source:
+                return  # one person on their own machine, no classroom: nothing to say about who may do what
             st.caption(
                 "**Teacher**" + (" (signed in)" if by_token else " (a browser on the server's machine)")
                 + ": you may stop, resume, cancel and delete every run."
