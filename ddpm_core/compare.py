@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import get_args
 
 import torch
 from torch import Tensor, nn
 
 from ddpm_core.diffusion import Diffusion, VarianceType
-from ddpm_core.sample import Sampler, check_sampler_args, sample
+from ddpm_core.sample import Sampler, SamplingConfig, sample
 
 DDIM_STEPS = (250, 100, 50, 20, 10)  # the step counts offered next to DDPM's T
 CHEAP_DDIM_STEPS = (50, 20, 10)  # the default on a CPU: seconds, not minutes
@@ -99,18 +99,17 @@ def compare_samplers(
         raise ValueError("compare_samplers needs at least one sampler setting")
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
-    totals = [check_sampler_args(diffusion, s.sampler, s.steps, eta) for s in settings]
+    configs = [SamplingConfig(s.sampler, s.steps, eta, variance, clip_x0).resolved(diffusion.num_timesteps)
+               for s in settings]  # fmt: skip
+    totals = [c.steps for c in configs]
     cells, done = [], 0
-    for setting, total in zip(settings, totals, strict=True):
+    for setting, config, total in zip(settings, configs, totals, strict=True):
 
         def step(k: int, _total: int, before: int = done) -> None:
             if progress is not None:
                 progress(before + k, sum(totals))
 
-        result = sample(
-            model, diffusion, n, shape, sampler=setting.sampler, steps=setting.steps, eta=eta, variance=variance,
-            clip_x0=clip_x0, seed=seed, record_every=total + 1, progress=step,
-        )  # fmt: skip
+        result = sample(model, diffusion, n, shape, config, seed=seed, record_every=total + 1, progress=step)
         x_T = result.trajectory[0].x_t  # record_every > steps keeps only x_T and x_0
         scores = metric(result.samples) if metric is not None else None
         cells.append(CellResult(setting, len(result.timesteps), x_T, result.samples, result.wall_time, scores))
@@ -151,9 +150,8 @@ def compare_guidance(
         raise ValueError("compare_guidance needs at least one class, one scale and one sample per class")
     if not all(0.0 <= s <= 20.0 for s in scales):
         raise ValueError(f"guidance scales must lie in [0, 20], got {list(scales)}")
-    total = check_sampler_args(
-        diffusion, settings.get("sampler", "ddpm"), settings.get("steps"), settings.get("eta", 0)
-    )
+    config = SamplingConfig(**settings).resolved(diffusion.num_timesteps)
+    total = config.steps
     labels = torch.tensor(list(classes)).repeat_interleave(n_per_class)
     cells = []
     for i, scale in enumerate(scales):
@@ -162,8 +160,8 @@ def compare_guidance(
             if progress is not None:
                 progress(before + k, total * len(scales))
 
-        result = sample(model, diffusion, len(labels), shape, y=labels, guidance=scale, seed=seed,
-                        record_every=total + 1, progress=step, **settings)  # fmt: skip
+        result = sample(model, diffusion, len(labels), shape, replace(config, guidance=scale), y=labels, seed=seed,
+                        record_every=total + 1, progress=step)  # fmt: skip
         accuracy = float((classify(result.samples) == labels).float().mean()) if classify is not None else None
         cells.append(GuidanceCell(scale, labels, result.samples, result.wall_time, accuracy))
     return cells

@@ -23,7 +23,7 @@ from ddpm_core.classifier import CLASSIFIER_DATASETS, load_feature_extractor
 from ddpm_core.config import TrainConfig
 from ddpm_core.data import DatasetError, load_dataset, make_toy
 from ddpm_core.diffusion import Diffusion
-from ddpm_core.sample import Sampler, every_class, sample
+from ddpm_core.sample import Sampler, SamplingConfig, every_class, sample
 
 REFERENCE_SEED = 12_345  # ground-truth toys for evaluation are drawn apart from the training seed
 MAX_REFERENCE_IMAGES = 5000
@@ -81,12 +81,9 @@ def evaluate_model(
         diffusion,
         n,
         shape,
-        sampler=sampler,
-        steps=steps,
-        clip_x0=not config.is_points,
+        SamplingConfig(sampler=sampler, steps=steps, clip_x0=not config.is_points, guidance=guidance),
         seed=seed,
         y=y,
-        guidance=guidance,
         record_every=10**9,
     )
     report = {

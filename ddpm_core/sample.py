@@ -10,10 +10,11 @@ CLI: python -m ddpm_core.sample --checkpoint runs/digits --sampler ddim --steps 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, NamedTuple, get_args
 
@@ -45,17 +46,52 @@ class SampleResult:
     wall_time: float  # seconds
 
 
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How to sample: the sampler and everything that steers it, checked in one place (resolved). The CLI, the
+    Sample page, the sampler grids (ddpm_core.compare), evaluation and the trainer's previews all sample through it.
+
+    steps: None (or 0) for the sampler's default, T for DDPM and 50 for DDIM. variance: DDPM's σ_t², β̃_t
+    ("posterior") or β_t ("beta"). eta: DDIM's η. guidance: the classifier-free guidance scale for a class y
+    (1: plain conditional sampling). The class labels themselves are per sample: sample()'s y.
+    """
+
+    sampler: Sampler = "ddpm"
+    steps: int | None = None
+    eta: float = 0.0
+    variance: VarianceType = "posterior"
+    clip_x0: bool = True
+    spacing: Spacing = "trailing"
+    guidance: float = 1.0
+
+    def resolved(self, T: int) -> SamplingConfig:
+        """This config checked against a schedule of T steps, with its steps filled in; ValueError naming the first
+        setting that is wrong."""
+        if self.sampler not in get_args(Sampler):
+            raise ValueError(f"unknown sampler {self.sampler!r}; valid values: {', '.join(get_args(Sampler))}")
+        steps = self.steps if self.steps else (T if self.sampler == "ddpm" else min(50, T))
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
+            raise ValueError(f"steps must lie in [1, T = {T}], got {steps}")
+        if self.sampler == "ddim" and not 0.0 <= self.eta <= 1.0:
+            raise ValueError(f"eta must lie in [0, 1], got {self.eta}")
+        for value, allowed, what in ((self.variance, VarianceType, "variance"), (self.spacing, Spacing, "spacing")):
+            if value not in get_args(allowed):
+                raise ValueError(f"unknown {what} {value!r}; valid values: {', '.join(get_args(allowed))}")
+        if not math.isfinite(self.guidance):
+            raise ValueError(f"guidance must be a finite number, got {self.guidance}")
+        return self if steps == self.steps else replace(self, steps=steps)
+
+
+def sampling_config(config: SamplingConfig | None, settings: dict) -> SamplingConfig:
+    """A SamplingConfig, or one built from keyword settings (sampler=…, steps=…) where a caller gives those."""
+    if config is not None and settings:
+        raise TypeError(f"give a SamplingConfig or keyword settings, not both: {', '.join(settings)}")
+    return config if config is not None else SamplingConfig(**settings)
+
+
 def check_sampler_args(diffusion: Diffusion, sampler: str, steps: int | None, eta: float) -> int:
-    """Validate the settings; returns the number of steps (default: T for DDPM, 50 for DDIM)."""
-    if sampler not in get_args(Sampler):
-        raise ValueError(f"unknown sampler {sampler!r}; valid values: {', '.join(get_args(Sampler))}")
-    T = diffusion.num_timesteps
-    steps = steps if steps else (T if sampler == "ddpm" else min(50, T))
-    if not 1 <= steps <= T:
-        raise ValueError(f"steps must lie in [1, T = {T}], got {steps}")
-    if sampler == "ddim" and not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must lie in [0, 1], got {eta}")
-    return steps
+    """The number of steps these settings take (default: T for DDPM, 50 for DDIM), after SamplingConfig's check."""
+    return SamplingConfig(sampler, steps, eta).resolved(diffusion.num_timesteps).steps
 
 
 @torch.inference_mode()
@@ -64,16 +100,11 @@ def sample_progressive(
     diffusion: Diffusion,
     n: int,
     shape: tuple[int, ...],
+    config: SamplingConfig | None = None,
     *,
-    sampler: Sampler = "ddpm",
-    steps: int | None = None,
-    eta: float = 0.0,
-    variance: VarianceType = "posterior",
-    clip_x0: bool = True,
-    spacing: Spacing = "trailing",
     seed: int = 0,
     y: Tensor | None = None,
-    guidance: float = 1.0,
+    **settings,
 ) -> Iterator[StepRecord]:
     """Yield StepRecord(t, x_t, x̂₀) for each step from x_T down, then StepRecord(0, x_0, x_0).
 
@@ -84,23 +115,23 @@ def sample_progressive(
     s − 1): 1 is plain conditional sampling, 0 unconditional. Tensors are yielded on the model's device (no host
     sync per step).
     """
-    steps = check_sampler_args(diffusion, sampler, steps, eta)
+    c = sampling_config(config, settings).resolved(diffusion.num_timesteps)
     if y is not None and len(y) != n:
         raise ValueError(f"y must hold one label per sample ({n}), got {len(y)}")
     device = next(model.parameters()).device
     generator = torch.Generator(device).manual_seed(seed)
     x = torch.randn((n, *shape), generator=generator, device=device)
-    ts = diffusion.timesteps(steps, spacing).tolist()
+    ts = diffusion.timesteps(c.steps, c.spacing).tolist()
     y = None if y is None else y.to(device)
     prediction = prediction_of(model)
     for i, t in enumerate(ts):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        output = _guided_output(model, x, torch.full((n,), t, device=device, dtype=torch.long), y, guidance)
+        output = _guided_output(model, x, torch.full((n,), t, device=device, dtype=torch.long), y, c.guidance)
         eps = output_to_eps(diffusion, prediction, output, x, t)
-        if sampler == "ddpm":
-            step = diffusion.ddpm_step(eps, t, x, t_prev, generator=generator, clip_x0=clip_x0, variance=variance)
+        if c.sampler == "ddpm":
+            step = diffusion.ddpm_step(eps, t, x, t_prev, generator=generator, clip_x0=c.clip_x0, variance=c.variance)
         else:
-            step = diffusion.ddim_step(eps, t, x, t_prev, generator=generator, clip_x0=clip_x0, eta=eta)
+            step = diffusion.ddim_step(eps, t, x, t_prev, generator=generator, clip_x0=c.clip_x0, eta=c.eta)
         yield StepRecord(t + 1, x, step.x0_pred)
         x = step.x_prev
     yield StepRecord(0, x, x)
@@ -134,19 +165,23 @@ def sample(
     diffusion: Diffusion,
     n: int,
     shape: tuple[int, ...],
+    config: SamplingConfig | None = None,
     *,
+    seed: int = 0,
+    y: Tensor | None = None,
     record_every: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     **settings,
 ) -> SampleResult:
-    """Run sample_progressive to the end. record_every: keep every k-th step (default: about 60 frames), always the
-    first and the final one. progress(done, total) is called after each step."""
+    """Run sample_progressive to the end, with config (or the same settings as keywords: sampler="ddim", …).
+    record_every: keep every k-th step (default: about 60 frames), always the first and the final one.
+    progress(done, total) is called after each step."""
     start = time.perf_counter()
-    sampler, steps, eta = settings.get("sampler", "ddpm"), settings.get("steps"), settings.get("eta", 0.0)
-    total = check_sampler_args(diffusion, sampler, steps, eta)
+    c = sampling_config(config, settings).resolved(diffusion.num_timesteps)
+    total = c.steps
     every = record_every or max(1, total // 60)
     trajectory, timesteps, last = [], [], None
-    for i, record in enumerate(sample_progressive(model, diffusion, n, shape, **settings)):
+    for i, record in enumerate(sample_progressive(model, diffusion, n, shape, c, seed=seed, y=y)):
         if record.t > 0:
             timesteps.append(record.t - 1)
         if i % every == 0 or record.t == 0:
@@ -237,8 +272,11 @@ def main(argv: list[str] | None = None) -> int:
         diffusion = Diffusion(ckpt.config.make_schedule()).to(device)
         points = ckpt.config.is_points
         y = class_labels(ckpt, args.class_label, args.n)
-        clip = (not points) if args.clip_x0 is None else args.clip_x0
-        check_sampler_args(diffusion, args.sampler, args.steps or None, args.eta)  # before the bar: a clean error line
+        config = SamplingConfig(
+            sampler=args.sampler, steps=args.steps or None, eta=args.eta, variance=args.variance,
+            clip_x0=(not points) if args.clip_x0 is None else args.clip_x0, spacing=args.spacing,
+            guidance=args.guidance,
+        ).resolved(diffusion.num_timesteps)  # before the bar: a clean error line  # fmt: skip
         bar = tqdm(total=1, desc=f"{args.sampler} sampling", unit="step")
 
         def progress(done: int, total: int) -> None:
@@ -250,15 +288,9 @@ def main(argv: list[str] | None = None) -> int:
             diffusion,
             args.n,
             ckpt.sample_shape,
-            sampler=args.sampler,
-            steps=args.steps or None,
-            eta=args.eta,
-            variance=args.variance,
-            clip_x0=clip,
-            spacing=args.spacing,
+            config,
             seed=args.seed,
             y=y,
-            guidance=args.guidance,
             record_every=args.record_every or None,
             progress=progress,
         )

@@ -27,7 +27,7 @@ from ddpm_core.ema import EMA
 from ddpm_core.evaluate import evaluate_model
 from ddpm_core.models import build_model, describe_model
 from ddpm_core.objectives import loss_weight, training_target
-from ddpm_core.sample import every_class, sample_progressive
+from ddpm_core.sample import SamplingConfig, every_class, sample_progressive
 from ddpm_core.sharing import CoreSharing
 
 N_BUCKETS = 10  # loss is also logged per tenth of the t range: which noise levels are hard
@@ -244,10 +244,10 @@ class Trainer:
         c = self.config
         for tag, model in (("raw", self.model), ("ema", self.ema.model)):
             model.eval()
-            settings = dict(sampler="ddim", steps=c.preview_steps, clip_x0=not c.is_points, seed=c.seed)
+            config = SamplingConfig(sampler="ddim", steps=c.preview_steps, clip_x0=not c.is_points)
             *_, last = sample_progressive(for_sampling(model, c), self.diffusion, c.preview_n,
-                                          tuple(self.data.sample_shape), y=self.cycled_labels(c.preview_n),
-                                          **settings)  # fmt: skip
+                                          tuple(self.data.sample_shape), config, seed=c.seed,
+                                          y=self.cycled_labels(c.preview_n))  # fmt: skip
             x = last.x_t.float().cpu()
             save_png(
                 points_frame(x) if c.is_points else image_grid(x),

@@ -11,6 +11,7 @@ from ddpm_core.compare import GuidanceCell, compare_guidance
 from ddpm_core.gif import image_grid
 from ddpm_core.metrics import predicted_digits
 from ddpm_core.pictures import png_bytes
+from ddpm_core.sample import SamplingConfig
 from explorer import gate, links, sampling_progress
 
 SCALES = (0.0, 1.0, 2.0, 4.0, 7.0)  # 0: unconditional, 1: conditional, above: guided
@@ -38,8 +39,10 @@ def class_settings(loaded) -> dict:
 
 
 def sample_arguments(settings: dict) -> dict:
-    """The keyword arguments of ddpm_core.sample for the page's settings: y and guidance instead of class_label."""
-    args = {k: v for k, v in settings.items() if k not in ("n", "class_label")}
+    """The page's settings as ddpm_core.sample takes them: its SamplingConfig, the seed, and y (the class label, one
+    per sample) instead of class_label."""
+    fields = {k: v for k, v in settings.items() if k in SamplingConfig.__dataclass_fields__}
+    args = {"config": SamplingConfig(**fields), "seed": settings["seed"]}
     if settings.get("class_label") is not None:
         args["y"] = torch.full((settings["n"],), settings["class_label"], dtype=torch.long)
     return args

@@ -14,7 +14,7 @@ from ddpm_core import equations, runs
 from ddpm_core.diffusion import Diffusion
 from ddpm_core.gif import image_grid, points_frame
 from ddpm_core.pictures import png_bytes
-from ddpm_core.sample import sample
+from ddpm_core.sample import SamplingConfig, sample
 from explorer import links
 from explorer.checkpoints import checkpoint_files
 
@@ -89,8 +89,9 @@ def _before_after(start: str, run_ema: str, mtime: float, n: int, seed: int) -> 
     pictures = []
     for path in (start, run_ema):
         ckpt = runs.load_checkpoint(path)
-        x = sample(ckpt.model, Diffusion(ckpt.config.make_schedule()), n, ckpt.sample_shape, sampler="ddim",
-                   steps=50, clip_x0=not ckpt.config.is_points, seed=seed, record_every=10**9).samples  # fmt: skip
+        config = SamplingConfig(sampler="ddim", steps=50, clip_x0=not ckpt.config.is_points)
+        x = sample(ckpt.model, Diffusion(ckpt.config.make_schedule()), n, ckpt.sample_shape, config, seed=seed,
+                   record_every=10**9).samples  # fmt: skip
         pictures.append(png_bytes(points_frame(x) if ckpt.config.is_points else image_grid(x)))
     return pictures[0], pictures[1]
 
