@@ -140,12 +140,16 @@ def main() -> None:
     p.add_argument("--write", action="store_true", help="append the table to bench/RESULTS.md")
     args = p.parse_args()
     import PIL
+    import torch
 
     from bench.bench_mnist_cpu import flags_line
+    from bench.bench_throughput import matmul_peak
     from bench.common import machine, publish
     from ddpm_core.images import MAX_DECODED_BYTES, MAX_PIXELS
 
-    print(f"{machine()}; CPU flags: {flags_line()}; Pillow {PIL.__version__}", flush=True)
+    peak = matmul_peak(torch.get_num_threads(), 2048, 5)
+    print(f"{machine()}; CPU flags: {flags_line()}; matmul peak {peak:,.0f} GFLOP/s fp32; Pillow {PIL.__version__}",
+          flush=True)  # fmt: skip
     mb = lambda n: f"{n / 1e6:,.0f} MB"  # noqa: E731
     rows, refusals = [], []
     with tempfile.TemporaryDirectory() as folder:
@@ -164,8 +168,8 @@ def main() -> None:
         f"(decode_image, or the old way: full-size load + image_to_tensor). Limits now: {MAX_PIXELS / 1e6:.0f} MP "
         f"and {MAX_DECODED_BYTES / 1e6:.0f} MB to decode, from the header. The decode runs in a thread, as a Streamlit "
         "page does. Peak: VmHWM; Δ peak: over the process's VmHWM before the call (imports + the file read); after: "
-        f"VmRSS once the call returned, and its Δ over VmRSS before the call. CPU flags: {flags_line()}; "
-        f"Pillow {PIL.__version__}.",
+        f"VmRSS once the call returned, and its Δ over VmRSS before the call. CPU flags: {flags_line()}; matmul "
+        f"peak {peak:,.0f} GFLOP/s fp32 (2048², {torch.get_num_threads()} threads); Pillow {PIL.__version__}.",
         "",
         "| case | code | file | declared | outcome | peak RSS | Δ peak | RSS after | Δ after | decode s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
