@@ -89,11 +89,6 @@ def sampling_config(config: SamplingConfig | None, settings: dict) -> SamplingCo
     return config if config is not None else SamplingConfig(**settings)
 
 
-def check_sampler_args(diffusion: Diffusion, sampler: str, steps: int | None, eta: float) -> int:
-    """The number of steps these settings take (default: T for DDPM, 50 for DDIM), after SamplingConfig's check."""
-    return SamplingConfig(sampler, steps, eta).resolved(diffusion.num_timesteps).steps
-
-
 @torch.inference_mode()
 def sample_progressive(
     model: nn.Module,
