@@ -65,10 +65,10 @@ from ddpm_core.classifier import SmallCNN, train_classifier  # noqa: E402
 from ddpm_core.data import load_dataset  # noqa: E402
 from ddpm_core.devices import cpu_flags, cpu_native_bf16, for_sampling, uses_bf16  # noqa: E402
 from ddpm_core.diffusion import Diffusion  # noqa: E402
-from ddpm_core.gif import image_grid, save_png  # noqa: E402
 from ddpm_core.idx import TRAIN_END, split_test_set  # noqa: E402
 from ddpm_core.metrics import image_fd  # noqa: E402
 from ddpm_core.models import count_parameters, describe_model  # noqa: E402
+from ddpm_core.pictures import image_grid, save_png  # noqa: E402
 from ddpm_core.recipes import recipe_config  # noqa: E402
 from ddpm_core.sample import sample  # noqa: E402
 from ddpm_core.schedules import make_schedule  # noqa: E402

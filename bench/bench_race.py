@@ -34,8 +34,8 @@ from bench.course_recipe import CourseRecipe  # noqa: E402
 from bench.course_recipe import T as COURSE_T  # noqa: E402
 from ddpm_core.config import TrainConfig  # noqa: E402
 from ddpm_core.data import load_dataset  # noqa: E402
-from ddpm_core.gif import image_grid, save_png  # noqa: E402
 from ddpm_core.metrics import digits_classifier, digits_report  # noqa: E402
+from ddpm_core.pictures import image_grid, save_png  # noqa: E402
 from ddpm_core.sample import sample  # noqa: E402
 from ddpm_core.trainer import Trainer  # noqa: E402
 

@@ -39,10 +39,10 @@ sys.path.insert(0, str(ROOT))
 from bench.common import append_results, machine  # noqa: E402
 from ddpm_core.config import TrainConfig  # noqa: E402
 from ddpm_core.data import expected_files, load_dataset, one_line  # noqa: E402
-from ddpm_core.gif import image_grid, save_png  # noqa: E402
 from ddpm_core.idx import find_idx, read_idx, write_idx  # noqa: E402
 from ddpm_core.metrics import image_fd  # noqa: E402
 from ddpm_core.models import count_parameters  # noqa: E402
+from ddpm_core.pictures import image_grid, save_png  # noqa: E402
 from ddpm_core.sample import sample  # noqa: E402
 from ddpm_core.trainer import Trainer  # noqa: E402
 

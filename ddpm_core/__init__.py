@@ -1,6 +1,35 @@
-"""ddpm_core: the diffusion math, models, data, training and sampling behind DDPM Explorer (no UI here)."""
+"""ddpm_core: the diffusion math, models, data, training and sampling behind DDPM Explorer (no UI here).
+
+The core is layered: a module imports only from its own layer and the layers above it in this list (the math never
+imports a network, sampling never imports the trainer). tests/test_layers.py holds every module to it and checks
+that no import cycle exists. Where each of Ho et al.'s equations lives: ddpm_core/equations.py.
+
+| layer                 | modules                                                          |
+|-----------------------|------------------------------------------------------------------|
+| support               | fileio (atomic writes), devices (CPU/GPU, bf16)                  |
+| the math              | schedules, diffusion, objectives, equations, schedule_report     |
+| networks              | model_limits, models, ema                                        |
+| data                  | toys, data, idx, images                                          |
+| runs                  | config, recipes, runs (checkpoints), run_history, run_lock       |
+| sampling and pictures | pictures, gif, sample, compare, forward                          |
+| evaluation            | metrics, classifier, evaluate, importance                        |
+| training              | distributed, sharing, trainer (the library), train (the CLI)     |
+
+The CLIs: python -m ddpm_core.train | sample | evaluate | classifier.
+"""
 
 from ddpm_core.diffusion import Diffusion, Posterior, Step, extract
 from ddpm_core.schedules import SCHEDULES, Schedule, make_schedule
 
-__all__ = ["SCHEDULES", "Diffusion", "Posterior", "Schedule", "Step", "extract", "make_schedule"]
+LAYERS = {  # the table above, lowest first
+    "support": ("fileio", "devices"),
+    "the math": ("schedules", "diffusion", "objectives", "equations", "schedule_report"),
+    "networks": ("model_limits", "models", "ema"),
+    "data": ("toys", "data", "idx", "images"),
+    "runs": ("config", "recipes", "runs", "run_history", "run_lock"),
+    "sampling and pictures": ("pictures", "gif", "sample", "compare", "forward"),
+    "evaluation": ("metrics", "classifier", "evaluate", "importance"),
+    "training": ("distributed", "sharing", "trainer", "train"),
+}
+
+__all__ = ["LAYERS", "SCHEDULES", "Diffusion", "Posterior", "Schedule", "Step", "extract", "make_schedule"]

@@ -14,13 +14,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import get_args
 
 import torch
 from torch import Tensor, nn
 
-from ddpm_core.diffusion import Diffusion, VarianceType
-from ddpm_core.sample import Sampler, SamplingConfig, sample
+from ddpm_core.diffusion import Diffusion
+from ddpm_core.sample import Sampler, SamplingConfig, sample, sampling_config
 
 DDIM_STEPS = (250, 100, 50, 20, 10)  # the step counts offered next to DDPM's T
 CHEAP_DDIM_STEPS = (50, 20, 10)  # the default on a CPU: seconds, not minutes
@@ -35,10 +34,13 @@ class SamplerSetting:
     steps: int
 
     def __post_init__(self):
-        if self.sampler not in get_args(Sampler):
-            raise ValueError(f"unknown sampler {self.sampler!r}; valid values: {', '.join(get_args(Sampler))}")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
+        self.config(SamplingConfig())  # the sampler's name is SamplingConfig's to check
+
+    def config(self, base: SamplingConfig) -> SamplingConfig:
+        """base, the grid's shared settings (η, σ_t², clipping, …), with this cell's sampler and steps."""
+        return replace(base, sampler=self.sampler, steps=self.steps)
 
     @property
     def label(self) -> str:
@@ -83,15 +85,15 @@ def compare_samplers(
     seed: int,
     metric: Callable[[Tensor], dict] | None = None,
     *,
-    eta: float = 0.0,
-    variance: VarianceType = "posterior",
-    clip_x0: bool = True,
+    config: SamplingConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
+    **shared,
 ) -> list[CellResult]:
     """Sample n of one sample shape (e.g. (1, 8, 8) or (2,)) with each setting, from one x_T (the random seed's).
 
-    eta applies to the DDIM cells (0: deterministic), variance (σ_t² = β_t or β̃_t) to the DDPM cells, clip_x0 to
-    all. metric(samples) → dict is called on each cell's samples (N, ...). progress(done, total) counts steps over
+    config (or its fields as keywords, shared: eta=…, variance=…, clip_x0=…) holds what the cells share; each cell
+    takes its sampler and steps from its setting, so eta applies to the DDIM cells and variance to the DDPM ones.
+    metric(samples) → dict is called on each cell's samples (N, ...). progress(done, total) counts steps over
     the whole grid. All settings are checked before any sampling: a bad one raises ValueError and nothing runs.
     Returns one CellResult per setting, in order.
     """
@@ -99,8 +101,8 @@ def compare_samplers(
         raise ValueError("compare_samplers needs at least one sampler setting")
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
-    configs = [SamplingConfig(s.sampler, s.steps, eta, variance, clip_x0).resolved(diffusion.num_timesteps)
-               for s in settings]  # fmt: skip
+    base = sampling_config(config, shared)
+    configs = [s.config(base).resolved(diffusion.num_timesteps) for s in settings]
     totals = [c.steps for c in configs]
     cells, done = [], 0
     for setting, config, total in zip(settings, configs, totals, strict=True):
@@ -140,17 +142,20 @@ def compare_guidance(
     seed: int,
     classify: Callable[[Tensor], Tensor] | None = None,
     progress: Callable[[int, int], None] | None = None,
-    **settings,
+    *,
+    config: SamplingConfig | None = None,
+    **shared,
 ) -> list[GuidanceCell]:
     """Sample n_per_class of each class at each guidance scale s of ε̃ = ε(∅) + s (ε(y) − ε(∅)), every cell from the
-    same x_T (the random seed's). settings: sampler, steps, eta, variance, clip_x0 as sample() takes them.
+    same x_T (the random seed's). config (or its fields as keywords, shared: sampler=…, steps=…) says how; its
+    class_label and guidance are the grid's to set.
     classify(samples) → (N,) predicted labels scores each cell's accuracy. progress(done, total) counts steps over
     the whole grid."""
     if not classes or not scales or n_per_class < 1:
         raise ValueError("compare_guidance needs at least one class, one scale and one sample per class")
     if not all(0.0 <= s <= 20.0 for s in scales):
         raise ValueError(f"guidance scales must lie in [0, 20], got {list(scales)}")
-    config = SamplingConfig(**settings).resolved(diffusion.num_timesteps)
+    config = replace(sampling_config(config, shared), class_label=None).resolved(diffusion.num_timesteps)
     total = config.steps
     labels = torch.tensor(list(classes)).repeat_interleave(n_per_class)
     cells = []

@@ -188,7 +188,7 @@ class Diffusion(nn.Module):
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
         clip_x0: bool = False,
-        variance: VarianceType = "beta",
+        variance: VarianceType = "posterior",
     ) -> Step:
         """One ancestral step of p_θ(x_{t−1} | x_t) = N(μ_θ(x_t, t), σ_t² I) (Ho et al. eq. 11 and Algorithm 2):
 

@@ -31,29 +31,38 @@ CPU_CHUNK = 500  # samples per forward pass on the CPU
 
 
 class StepRecord(NamedTuple):
-    """One step of the reverse process, as the sampler yields it."""
+    """One step of the reverse process, as the sampler yields it. Like the rest of the core it holds the step's
+    index i (t = i + 1 in the paper's notation); views show the paper's t through the t property."""
 
-    t: int  # counts down to 0 for the final x_0 (the sampler's convention: the paper's t, T … 1, then 0)
+    index: int  # of x_t's timestep, T − 1 … 0; −1 for the final x_0
     x_t: Tensor  # (N, C, H, W) in about [-1, 1] (may overshoot), or (N, 2) points
     x0_pred: Tensor  # same shape: the model's current estimate x̂₀
+
+    @property
+    def t(self) -> int:
+        """The paper's t of x_t: T … 1, and 0 for the final x_0."""
+        return self.index + 1
 
 
 @dataclass
 class SampleResult:
     samples: Tensor  # (N, C, H, W) or (N, D) on the CPU, float32, in the data's scale
-    trajectory: list[StepRecord]  # recorded steps, CPU tensors; t is the paper's t (T … 1), 0 for the final x_0
+    trajectory: list[StepRecord]  # recorded steps, CPU tensors, from x_T down to the final x_0 (index −1)
     timesteps: list[int]  # the step indices visited, descending
     wall_time: float  # seconds
 
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """How to sample: the sampler and everything that steers it, checked in one place (resolved). The CLI, the
-    Sample page, the sampler grids (ddpm_core.compare), evaluation and the trainer's previews all sample through it.
+    """How to sample: the sampler and everything that steers it, checked in one place. The CLI, the Sample page, the
+    sampler grids (ddpm_core.compare), evaluation and the trainer's previews all sample through it.
 
-    steps: None (or 0) for the sampler's default, T for DDPM and 50 for DDIM. variance: DDPM's σ_t², β̃_t
-    ("posterior") or β_t ("beta"). eta: DDIM's η. guidance: the classifier-free guidance scale for a class y
-    (1: plain conditional sampling). The class labels themselves are per sample: sample()'s y.
+    steps: None for the sampler's default, T for DDPM and 50 for DDIM (0 means None). variance: DDPM's σ_t², β̃_t
+    ("posterior", the default everywhere) or β_t ("beta"). eta: DDIM's η. class_label: the class every sample is
+    asked for, for a class-conditional model (None: unconditional, or per-sample labels through sample()'s y).
+    guidance: the classifier-free guidance scale (1: plain conditional sampling).
+
+    The settings that need no schedule are checked on construction; resolved(T) checks the steps against T.
     """
 
     sampler: Sampler = "ddpm"
@@ -62,23 +71,29 @@ class SamplingConfig:
     variance: VarianceType = "posterior"
     clip_x0: bool = True
     spacing: Spacing = "trailing"
+    class_label: int | None = None
     guidance: float = 1.0
 
-    def resolved(self, T: int) -> SamplingConfig:
-        """This config checked against a schedule of T steps, with its steps filled in; ValueError naming the first
-        setting that is wrong."""
+    def __post_init__(self):
         if self.sampler not in get_args(Sampler):
             raise ValueError(f"unknown sampler {self.sampler!r}; valid values: {', '.join(get_args(Sampler))}")
-        steps = self.steps if self.steps else (T if self.sampler == "ddpm" else min(50, T))
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
-            raise ValueError(f"steps must lie in [1, T = {T}], got {steps}")
         if self.sampler == "ddim" and not 0.0 <= self.eta <= 1.0:
             raise ValueError(f"eta must lie in [0, 1], got {self.eta}")
         for value, allowed, what in ((self.variance, VarianceType, "variance"), (self.spacing, Spacing, "spacing")):
             if value not in get_args(allowed):
                 raise ValueError(f"unknown {what} {value!r}; valid values: {', '.join(get_args(allowed))}")
+        label = self.class_label
+        if label is not None and (isinstance(label, bool) or not isinstance(label, int) or label < 0):
+            raise ValueError(f"class_label must be a class index ≥ 0 or None, got {label!r}")
         if not math.isfinite(self.guidance):
             raise ValueError(f"guidance must be a finite number, got {self.guidance}")
+
+    def resolved(self, T: int) -> SamplingConfig:
+        """This config checked against a schedule of T steps, with its steps filled in; ValueError when the steps do
+        not fit."""
+        steps = self.steps if self.steps else (T if self.sampler == "ddpm" else min(50, T))
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
+            raise ValueError(f"steps must lie in [1, T = {T}], got {steps}")
         return self if steps == self.steps else replace(self, steps=steps)
 
 
@@ -101,7 +116,7 @@ def sample_progressive(
     y: Tensor | None = None,
     **settings,
 ) -> Iterator[StepRecord]:
-    """Yield StepRecord(t, x_t, x̂₀) for each step from x_T down, then StepRecord(0, x_0, x_0).
+    """Yield StepRecord(i, x_t, x̂₀) for each step index i from T − 1 down, then StepRecord(−1, x_0, x_0).
 
     model: the network f_θ(x, t[, y]) on the device to sample on, predicting what its `config.prediction` says
     (ε, x_0 or v; converted to ε here); diffusion on the same device. shape: one sample's shape, e.g. (1, 8, 8) or
@@ -111,6 +126,7 @@ def sample_progressive(
     sync per step).
     """
     c = sampling_config(config, settings).resolved(diffusion.num_timesteps)
+    y = _labels(model, c.class_label, y, n)
     if y is not None and len(y) != n:
         raise ValueError(f"y must hold one label per sample ({n}), got {len(y)}")
     device = next(model.parameters()).device
@@ -127,9 +143,22 @@ def sample_progressive(
             step = diffusion.ddpm_step(eps, t, x, t_prev, generator=generator, clip_x0=c.clip_x0, variance=c.variance)
         else:
             step = diffusion.ddim_step(eps, t, x, t_prev, generator=generator, clip_x0=c.clip_x0, eta=c.eta)
-        yield StepRecord(t + 1, x, step.x0_pred)
+        yield StepRecord(t, x, step.x0_pred)
         x = step.x_prev
-    yield StepRecord(0, x, x)
+    yield StepRecord(-1, x, x)
+
+
+def _labels(model: nn.Module, class_label: int | None, y: Tensor | None, n: int) -> Tensor | None:
+    """The (n,) labels to sample: y, or config.class_label for every sample (checked against the model's classes)."""
+    if class_label is None:
+        return y
+    if y is not None:
+        raise TypeError("give per-sample labels y or config.class_label, not both")
+    num_classes = model.config.num_classes
+    if class_label >= num_classes:
+        what = f"classes 0 … {num_classes - 1}" if num_classes else "no classes (it is unconditional)"
+        raise ValueError(f"class_label {class_label} is not a class of this model, which has {what}")
+    return torch.full((n,), class_label, dtype=torch.long)
 
 
 def _guided_output(model: nn.Module, x: Tensor, t: Tensor, y: Tensor | None, guidance: float) -> Tensor:
@@ -177,11 +206,12 @@ def sample(
     every = record_every or max(1, total // 60)
     trajectory, timesteps, last = [], [], None
     for i, record in enumerate(sample_progressive(model, diffusion, n, shape, c, seed=seed, y=y)):
-        if record.t > 0:
-            timesteps.append(record.t - 1)
-        if i % every == 0 or record.t == 0:
-            trajectory.append(StepRecord(record.t, record.x_t.float().cpu(), record.x0_pred.float().cpu()))
-        if progress is not None and record.t > 0:
+        final = record.index < 0
+        if not final:
+            timesteps.append(record.index)
+        if i % every == 0 or final:
+            trajectory.append(StepRecord(record.index, record.x_t.float().cpu(), record.x0_pred.float().cpu()))
+        if progress is not None and not final:
             progress(i + 1, total)
         last = record
     return SampleResult(last.x_t.float().cpu(), trajectory, timesteps, time.perf_counter() - start)
@@ -197,8 +227,8 @@ def every_class(n: int, num_classes: int, device=None) -> Tensor | None:
     return torch.arange(n, device=device) % num_classes if num_classes else None
 
 
-def class_labels(ckpt, label: str, n: int) -> Tensor | None:
-    """(n,) labels for a conditional checkpoint's class given by name or index ("" → None, unconditional)."""
+def class_index(ckpt, label: str) -> int | None:
+    """The index of a conditional checkpoint's class given by name or index ("" → None, unconditional)."""
     if not label:
         return None
     classes = ckpt.classes
@@ -210,7 +240,7 @@ def class_labels(ckpt, label: str, n: int) -> Tensor | None:
         index = int(label)
     else:
         raise ValueError(f"unknown class {label!r}; this model knows {', '.join(classes) or 'none'}")
-    return torch.full((n,), index, dtype=torch.long)
+    return index
 
 
 def save_npy(path: Path, samples: Tensor) -> None:
@@ -254,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from ddpm_core.devices import resolve_device
-    from ddpm_core.gif import image_grid, points_frame, save_png, trajectory_gif
+    from ddpm_core.gif import trajectory_gif
+    from ddpm_core.pictures import image_grid, points_frame, save_png
     from ddpm_core.runs import CheckpointError, atomic_write, load_checkpoint
 
     parser = build_parser()
@@ -266,11 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         diffusion = Diffusion(ckpt.config.make_schedule()).to(device)
         points = ckpt.config.is_points
-        y = class_labels(ckpt, args.class_label, args.n)
         config = SamplingConfig(
             sampler=args.sampler, steps=args.steps or None, eta=args.eta, variance=args.variance,
             clip_x0=(not points) if args.clip_x0 is None else args.clip_x0, spacing=args.spacing,
-            guidance=args.guidance,
+            class_label=class_index(ckpt, args.class_label), guidance=args.guidance,
         ).resolved(diffusion.num_timesteps)  # before the bar: a clean error line  # fmt: skip
         bar = tqdm(total=1, desc=f"{args.sampler} sampling", unit="step")
 
@@ -285,7 +315,6 @@ def main(argv: list[str] | None = None) -> int:
             ckpt.sample_shape,
             config,
             seed=args.seed,
-            y=y,
             record_every=args.record_every or None,
             progress=progress,
         )

@@ -239,7 +239,7 @@ class Trainer:
     @torch.no_grad()
     def preview(self) -> None:
         """Sample grids from the raw and the EMA weights (DDIM, fixed seed) into previews/."""
-        from ddpm_core.gif import image_grid, points_frame, save_png
+        from ddpm_core.pictures import image_grid, points_frame, save_png
 
         c = self.config
         for tag, model in (("raw", self.model), ("ema", self.ema.model)):

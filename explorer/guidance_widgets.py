@@ -3,15 +3,15 @@ checkpoint, and a grid of one x_T at several guidance scales."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import streamlit as st
 import torch
 
 from ddpm_core import equations
 from ddpm_core.compare import GuidanceCell, compare_guidance
-from ddpm_core.gif import image_grid
 from ddpm_core.metrics import predicted_digits
-from ddpm_core.pictures import png_bytes
-from ddpm_core.sample import SamplingConfig
+from ddpm_core.pictures import image_grid, png_bytes
 from explorer import gate, links, sampling_progress
 
 SCALES = (0.0, 1.0, 2.0, 4.0, 7.0)  # 0: unconditional, 1: conditional, above: guided
@@ -22,11 +22,11 @@ def is_conditional(loaded) -> bool:
     return loaded.ckpt.model_config.num_classes > 0
 
 
-def class_settings(loaded) -> dict:
+def with_class(loaded, request):
     """For a conditional checkpoint: the class to ask for (key "class_label") and the guidance scale (key
-    "guidance"); {} for any other."""
+    "guidance") → the request with them in its SamplingConfig; any other checkpoint: the request as it is."""
     if not is_conditional(loaded):
-        return {}
+        return request
     names = loaded.ckpt.classes
     left, right = st.columns(2)
     label = links.selectbox("Class", [NONE, *range(len(names))], key="class_label", default=0, where=left,
@@ -35,17 +35,8 @@ def class_settings(loaded) -> dict:
     scale = links.slider("Guidance scale s", key="guidance", default=2.0, min_value=0.0, max_value=10.0, step=0.5,
                          where=right, help="0: ignore the class; 1: conditional; more: more class-like")  # fmt: skip
     st.latex(equations.latex("guidance"))
-    return {"class_label": None if label == NONE else int(label), "guidance": float(scale)}
-
-
-def sample_arguments(settings: dict) -> dict:
-    """The page's settings as ddpm_core.sample takes them: its SamplingConfig, the seed, and y (the class label, one
-    per sample) instead of class_label."""
-    fields = {k: v for k, v in settings.items() if k in SamplingConfig.__dataclass_fields__}
-    args = {"config": SamplingConfig(**fields), "seed": settings["seed"]}
-    if settings.get("class_label") is not None:
-        args["y"] = torch.full((settings["n"],), settings["class_label"], dtype=torch.long)
-    return args
+    config = replace(request.config, class_label=None if label == NONE else int(label), guidance=float(scale))
+    return replace(request, config=config)
 
 
 def _classify(loaded):
@@ -55,7 +46,7 @@ def _classify(loaded):
     return lambda x: torch.from_numpy(predicted_digits(x))
 
 
-def guidance_panel(loaded, settings: dict) -> None:
+def guidance_panel(loaded, request) -> None:
     """An expander: every class in a row, the same x_T at each guidance scale; the classifier's accuracy on digits."""
     if not is_conditional(loaded):
         return
@@ -67,19 +58,19 @@ def guidance_panel(loaded, settings: dict) -> None:
         scales = links.multiselect("Scales", SCALES, key="guidance_scales", default=SCALES, format_func="{:g}".format)
         per_class = 4 if len(loaded.ckpt.classes) > 4 else 8
         classes = range(len(loaded.ckpt.classes))
-        steps = (settings["steps"],) * (len(scales) * len(classes))  # one cell per scale and class
-        request = gate.Sampling(per_class, steps, what="The grid")
+        steps = (request.config.steps,) * (len(scales) * len(classes))  # one cell per scale and class
+        grid = gate.Sampling(per_class, steps, what="The grid")
         if st.button("Sample the grid", key="guidance_grid", disabled=not scales) and gate.show(
-            decision := gate.sampling(links.classroom(), request)
+            decision := gate.sampling(links.classroom(), grid)
         ):
             state.pop("sample.guidance", None)
             per_class = decision.n
             with sampling_progress.cancellable("guidance"):
                 bar = st.progress(0.0, text="Sampling…")
-                args = {k: settings[k] for k in ("sampler", "steps", "eta", "variance", "clip_x0")}
                 cells = compare_guidance(loaded.net, loaded.diffusion, loaded.ckpt.sample_shape, classes,
-                                         sorted(scales), per_class, settings["seed"], classify=_classify(loaded),
-                                         progress=sampling_progress.progress_callback(bar), **args)  # fmt: skip
+                                         sorted(scales), per_class, request.seed, classify=_classify(loaded),
+                                         progress=sampling_progress.progress_callback(bar),
+                                         config=request.config)  # fmt: skip
                 bar.empty()
                 state["sample.guidance"] = (str(loaded.ckpt.path), per_class, cells)
         found = state.get("sample.guidance")

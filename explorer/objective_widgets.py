@@ -12,8 +12,7 @@ import streamlit as st
 
 from ddpm_core import equations, runs
 from ddpm_core.diffusion import Diffusion
-from ddpm_core.gif import image_grid, points_frame
-from ddpm_core.pictures import png_bytes
+from ddpm_core.pictures import image_grid, png_bytes, points_frame
 from ddpm_core.sample import SamplingConfig, sample
 from explorer import links
 from explorer.checkpoints import checkpoint_files

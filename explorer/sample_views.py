@@ -12,7 +12,8 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from ddpm_core.gif import POINT_COLOR, POINT_PRED_COLOR, axis_limit, image_grid, points_frame
+from ddpm_core.gif import axis_limit
+from ddpm_core.pictures import POINT_COLOR, POINT_PRED_COLOR, image_grid, points_frame
 from ddpm_core.sample import StepRecord
 
 
@@ -113,7 +114,7 @@ def short_metric(metric: dict | None) -> str:
 def show_compare(view) -> None:
     """One cell per setting: its final samples, step count, wall time and metric; points share fixed axes."""
     first = view.cells[0].x_T
-    lim = axis_limit([StepRecord(0, first, first)]) if first.dim() == 2 else 1.0
+    lim = axis_limit([StepRecord(-1, first, first)]) if first.dim() == 2 else 1.0
     per_row = 3
     for start in range(0, len(view.cells), per_row):
         cols = st.columns(per_row)

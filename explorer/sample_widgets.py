@@ -7,7 +7,7 @@ changes it. Progress and Cancel: explorer/sampling_progress.py; results are draw
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import streamlit as st
 import torch
@@ -15,12 +15,11 @@ import torch
 from ddpm_core.compare import CellResult, SamplerSetting, cheap_settings, compare_samplers, standard_settings
 from ddpm_core.data import DatasetError
 from ddpm_core.evaluate import quality_metrics
-from ddpm_core.gif import axis_limit, image_grid, points_frame, trajectory_gif
-from ddpm_core.pictures import png_bytes
-from ddpm_core.sample import SampleResult, StepRecord, sample
+from ddpm_core.gif import axis_limit, trajectory_gif
+from ddpm_core.pictures import image_grid, png_bytes, points_frame
+from ddpm_core.sample import SampleResult, SamplingConfig, StepRecord, sample
 from explorer import gate, links
 from explorer.checkpoints import Loaded
-from explorer.guidance_widgets import sample_arguments
 from explorer.sampling_progress import progress_callback
 
 MAX_N = {"images": 256, "points": 2000}  # per request, before the classroom's cap
@@ -29,11 +28,20 @@ POINTS_PER_SAMPLE = 8  # the classroom's max_n counts images; a 2D point is this
 GIF_MAX_IMAGES = 64  # a GIF of 256 noisy 8×8 grids is ~15 MB; the first 64 show the same story
 GIF_MAX_PIXELS = 16 * 28 * 28  # image pixels per frame: 16 MNIST digits (64 of them made a 12 MB GIF for DDIM-50)
 STEP_LABEL = {"ddpm": "DDPM (ancestral, Ho et al. 2020)", "ddim": "DDIM (Song et al. 2021)"}
-VARIANCE_LABEL = {"beta": "β_t (the course's)", "posterior": "β̃_t (the posterior's)"}  # also the link's value
+VARIANCE_LABEL = {"posterior": "β̃_t (the posterior's)", "beta": "β_t (the course's)"}  # the first is the default
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Sampler settings: widget keys are sample()'s argument names
+# Sampler settings: widget keys are SamplingConfig's field names
+
+
+@dataclass(frozen=True)
+class Request:
+    """What Generate (and the grids below it) sample: how (the SamplingConfig), how many, from which random seed."""
+
+    config: SamplingConfig
+    n: int
+    seed: int
 
 
 def caps(loaded: Loaded) -> tuple[int, int]:
@@ -61,15 +69,15 @@ def _init_state(loaded: Loaded, max_n: int, max_steps: int) -> dict:
     return defaults
 
 
-def sampler_settings(loaded: Loaded) -> dict:
-    """The sampler's widgets, bound to the page's link → the keyword arguments of ddpm_core.sample (sampler, steps,
-    eta, variance, clip_x0, seed) and n."""
+def sampler_request(loaded: Loaded) -> Request:
+    """The sampler's widgets, bound to the page's link → the Request they set (a class and guidance scale are added
+    by explorer.guidance_widgets.with_class)."""
     max_n, max_steps = caps(loaded)
     defaults = _init_state(loaded, max_n, max_steps)
     cols = st.columns(4)
     sampler = links.radio("Sampler", ["ddpm", "ddim"], key="sampler", format_func=str.upper, horizontal=True,
                           where=cols[0])  # fmt: skip
-    settings = {"sampler": sampler, "steps": loaded.T, "eta": 0.0, "variance": "beta"}
+    settings = {"sampler": sampler, "steps": loaded.T}
     if sampler == "ddpm":
         settings["variance"] = links.radio("Variance σ_t²", list(VARIANCE_LABEL), key="variance",
                                            format_func=VARIANCE_LABEL.get, where=cols[1])  # fmt: skip
@@ -84,24 +92,24 @@ def sampler_settings(loaded: Loaded) -> dict:
     settings["clip_x0"] = links.flag("Clip x̂₀ to [-1, 1]", key="clip_x0", default=defaults["clip_x0"], where=cols[3],
                                      help="On for images (the data lie in [-1, 1]), off for 2D points")  # fmt: skip
     left, right = st.columns(2)
-    settings["n"] = int(links.number(f"N samples (≤ {max_n:,})", key="n", default=defaults["n"], min_value=1,
-                                     max_value=max_n, step=1, where=left))  # fmt: skip
-    settings["seed"] = int(links.number("Seed", key="seed", default=0, min_value=0, max_value=2**31 - 1, step=1,
-                                        where=right, help="Draws x_T and z"))  # fmt: skip
-    return settings
+    n = int(links.number(f"N samples (≤ {max_n:,})", key="n", default=defaults["n"], min_value=1, max_value=max_n,
+                         step=1, where=left))  # fmt: skip
+    seed = int(links.number("Seed", key="seed", default=0, min_value=0, max_value=2**31 - 1, step=1, where=right,
+                            help="Draws x_T and z"))  # fmt: skip
+    return Request(SamplingConfig(**settings), n, seed)
 
 
-def refusal(loaded: Loaded, settings: dict) -> str:
+def refusal(loaded: Loaded, request: Request) -> str:
     """Why the server will not run this request ("" when it will): the gate's answer (explorer.gate), over the
     classroom's caps. The widgets keep within the caps; this also holds for a request that did not come through
     them."""
     room, T = links.classroom(), loaded.T
-    if settings["sampler"] == "ddpm" and room.max_steps < T:
+    if request.config.sampler == "ddpm" and room.max_steps < T:
         return (
             f"DDPM takes all T = {T:,} steps, more than this server allows per request ({room.max_steps:,}): "
             f"pick DDIM, which samples from the same model in as few as 10–{room.max_steps:,} steps."
         )
-    return gate_decision(loaded, settings["n"], [settings["steps"]], "Generate", clamp=False).refusal
+    return gate_decision(loaded, request.n, [request.config.steps], "Generate", clamp=False).refusal
 
 
 def per_sample(loaded: Loaded) -> int:
@@ -121,7 +129,7 @@ def gate_decision(loaded: Loaded, n: int, steps: list[int], what: str, clamp: bo
 @dataclass(frozen=True)
 class SampleView:
     checkpoint: str  # the path it was sampled from: a result from another checkpoint is not shown
-    settings: dict
+    request: Request
     result: SampleResult
     gif: bytes
     png: bytes
@@ -147,12 +155,11 @@ def gif_images(shape: tuple[int, ...]) -> int:
     return min(shape[0], GIF_MAX_IMAGES, side * side)
 
 
-def generate(loaded: Loaded, settings: dict) -> SampleView:
+def generate(loaded: Loaded, request: Request) -> SampleView:
     """Sample with a progress bar, then draw the GIF and the PNG and score the samples."""
     bar = st.progress(0.0, text="Sampling…")
-    args = sample_arguments(settings)  # class_label → y: one label per sample
-    result = sample(loaded.net, loaded.diffusion, settings["n"], loaded.ckpt.sample_shape,
-                    progress=progress_callback(bar), **args)  # fmt: skip
+    result = sample(loaded.net, loaded.diffusion, request.n, loaded.ckpt.sample_shape, request.config,
+                    seed=request.seed, progress=progress_callback(bar))  # fmt: skip
     bar.progress(1.0, text="Drawing the GIF and scoring the samples…")
     if loaded.points:
         lim = axis_limit(result.trajectory)
@@ -160,14 +167,14 @@ def generate(loaded: Loaded, settings: dict) -> SampleView:
     else:
         lim = 1.0
         k = gif_images(result.samples.shape)
-        shown = [StepRecord(r.t, r.x_t[:k], r.x0_pred[:k]) for r in result.trajectory]
+        shown = [StepRecord(r.index, r.x_t[:k], r.x0_pred[:k]) for r in result.trajectory]
         gif, final = trajectory_gif(shown), image_grid(result.samples)
     metric, note = _metric(result.samples, loaded)
-    if settings.get("class_label") is not None and metric is not None:
+    if request.config.class_label is not None and metric is not None:
         note = ("The FD compares with all the classes: samples of one class are far from them by design. The "
                 "classifier's histogram shows which class came out.")  # fmt: skip
     bar.empty()
-    return SampleView(str(loaded.ckpt.path), settings, result, gif, png_bytes(final), lim, metric, note)
+    return SampleView(str(loaded.ckpt.path), request, result, gif, png_bytes(final), lim, metric, note)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -196,17 +203,16 @@ def compare_picker(loaded: Loaded) -> list[SamplerSetting]:
     return [SamplerSetting.from_label(label) for label in chosen]
 
 
-def run_compare(loaded: Loaded, settings: dict, chosen: list[SamplerSetting]) -> CompareView | None:
-    """Sample every chosen setting from the same x_T, within the gate (None, with its message, when refused)."""
-    decision = gate_decision(loaded, settings["n"], [c.steps for c in chosen], "The comparison")
+def run_compare(loaded: Loaded, request: Request, chosen: list[SamplerSetting]) -> CompareView | None:
+    """Sample every chosen setting from the same x_T, within the gate (None, with its message, when refused). The
+    cells share the request's η, σ_t² and clipping, and sample unconditionally (the guidance grid shows classes)."""
+    decision = gate_decision(loaded, request.n, [c.steps for c in chosen], "The comparison")
     if not gate.show(decision):
         return None
-    settings = {**settings, "n": decision.n}
+    shared = replace(request.config, class_label=None, guidance=1.0)
     bar = st.progress(0.0, text="Sampling…")
-    cells = compare_samplers(
-        loaded.net, loaded.diffusion, loaded.ckpt.sample_shape, chosen, settings["n"], settings["seed"],
-        metric=(lambda s: _metric(s, loaded)[0]), eta=settings["eta"], variance=settings["variance"],
-        clip_x0=settings["clip_x0"], progress=progress_callback(bar),
-    )  # fmt: skip
+    cells = compare_samplers(loaded.net, loaded.diffusion, loaded.ckpt.sample_shape, chosen, decision.n, request.seed,
+                             metric=(lambda s: _metric(s, loaded)[0]), config=shared,
+                             progress=progress_callback(bar))  # fmt: skip
     bar.empty()
-    return CompareView(str(loaded.ckpt.path), cells, settings["n"], settings["seed"])
+    return CompareView(str(loaded.ckpt.path), cells, decision.n, request.seed)

@@ -25,50 +25,51 @@ with st.expander("The checkpoint's settings", expanded=True):
     st.json(loaded.ckpt.config.to_dict(), expanded=False)
 
 st.subheader("Sampler")
-settings = sample_widgets.sampler_settings(loaded) | guidance_widgets.class_settings(loaded)
-st.caption(sample_widgets.STEP_LABEL[settings["sampler"]])
-for equation in equations.sampling(settings["sampler"], settings["variance"], settings["eta"]):
+request = guidance_widgets.with_class(loaded, sample_widgets.sampler_request(loaded))
+config = request.config
+st.caption(sample_widgets.STEP_LABEL[config.sampler])
+for equation in equations.sampling(config.sampler, config.variance, config.eta):
     st.latex(equation)
-if settings["clip_x0"]:
+if config.clip_x0:
     st.caption(
         "With clipping, x̂₀ is clipped to [-1, 1] first and the step is rebuilt from it (DDPM: the posterior mean "
         "μ̃_t(x_t, x̂₀); DDIM: ε re-derived from the clipped x̂₀). For DDIM, t−1 stands for the next strided step."
     )
-elif settings["sampler"] == "ddim":
+elif config.sampler == "ddim":
     st.caption("For DDIM, t−1 stands for the next of the strided steps (e.g. 999, 979, …, 19, then x_0).")
 
 state = st.session_state
 if sampling_progress.was_cancelled():  # a click on Cancel (or any widget) interrupted the last run's sampling
     st.warning("Sampling cancelled: nothing was kept. Press **Generate** (or **Compare**) to sample again.")
-if refusal := sample_widgets.refusal(loaded, settings):
+if refusal := sample_widgets.refusal(loaded, request):
     st.warning(refusal)
 if st.button("Generate", key="generate", type="primary", disabled=bool(refusal)) and not refusal:
     state.pop("sample.result", None)  # it no longer matches what is asked for, whether or not this one finishes
     with sampling_progress.cancellable("generate"):
-        view = state["sample.result"] = sample_widgets.generate(loaded, settings)
+        view = state["sample.result"] = sample_widgets.generate(loaded, request)
     state["frame"] = len(view.result.trajectory) - 1  # the scrubber starts on the samples
 view = state.get("sample.result")
 if view is None or view.checkpoint != str(loaded.ckpt.path):
     st.info("Press **Generate** to sample from this checkpoint.")
 else:
-    result, s = view.result, view.settings
-    steps = len(result.timesteps)
-    what = f"{s['sampler'].upper()}, {steps:,} steps" + (f", η = {s['eta']:g}" if s["sampler"] == "ddim" else "")
+    result, asked = view.result, view.request
+    c, steps = asked.config, len(result.timesteps)
+    what = f"{c.sampler.upper()}, {steps:,} steps" + (f", η = {c.eta:g}" if c.sampler == "ddim" else "")
     st.subheader("Result")
-    st.markdown(f"{s['n']:,} samples ({what}, seed {s['seed']}) in **{result.wall_time:.2f} s** on {loaded.device}.")
+    st.markdown(f"{asked.n:,} samples ({what}, seed {asked.seed}) in **{result.wall_time:.2f} s** on {loaded.device}.")
     final, movie = st.columns([2, 3])
     final.image(view.png, output_format="PNG", caption="x_0: the final samples")
     with movie:
         st.markdown(sample_views.gif_html(view.gif, "the reverse trajectory"), unsafe_allow_html=True)
         most = sample_widgets.GIF_MAX_IMAGES
-        shown = "" if loaded.points or s["n"] <= most else f" (the first {most} samples)"
+        shown = "" if loaded.points or asked.n <= most else f" (the first {most} samples)"
         st.caption(f"x_t (left) and x̂₀ (right) from t = T down to 0{shown}, {len(result.trajectory)} frames")
     buttons = st.columns(4)
     buttons[0].download_button("Download the GIF", view.gif, file_name="trajectory.gif", mime="image/gif",
                                key="download_gif", on_click="ignore")  # fmt: skip
     buttons[1].download_button("Download the samples (PNG)", view.png, file_name="samples.png", mime="image/png",
                                key="download_png", on_click="ignore")  # fmt: skip
-    sample_views.show_metric(view.metric, view.metric_note, s["n"])
+    sample_views.show_metric(view.metric, view.metric_note, asked.n)
 
     st.subheader("Step by step")
     records = result.trajectory
@@ -88,7 +89,7 @@ else:
         for where, x, name in ((left, record.x_t, "x_t"), (right, record.x0_pred, "x̂₀")):
             where.image(sample_views.picture(x, view.lim), output_format="PNG", caption=f"{name} at t = {record.t}")
 
-guidance_widgets.guidance_panel(loaded, settings)
+guidance_widgets.guidance_panel(loaded, request)
 importance_widgets.importance_panel(loaded)
 
 # keyed, with on_change: its open state lives in session state, so the rerun of "Compare" keeps it open
@@ -101,7 +102,7 @@ with st.expander("DDPM vs DDIM: the same model and x_T at several step counts", 
     if st.button("Compare", key="compare", disabled=not chosen):
         state.pop("sample.compare", None)
         with sampling_progress.cancellable("compare"):
-            state["sample.compare"] = sample_widgets.run_compare(loaded, settings, chosen)
+            state["sample.compare"] = sample_widgets.run_compare(loaded, request, chosen)
     grid = state.get("sample.compare")
     if grid is not None and grid.checkpoint == str(loaded.ckpt.path):
         st.caption(f"{grid.n:,} samples per cell, seed {grid.seed}.")

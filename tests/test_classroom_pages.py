@@ -354,7 +354,7 @@ def test_sampling_requests_keep_to_the_classrooms_caps(root, classroom):
 def test_a_cancelled_sampling_keeps_no_result(root):
     at = open_page("sample.py", sampler="DDIM", steps="5", n="4")
     at.button(key="generate").click()
-    assert rerun(at).session_state["sample.result"].settings["n"] == 4  # an earlier result
+    assert rerun(at).session_state["sample.result"].request.n == 4  # an earlier result
     at.radio(key="sampler").set_value("ddpm")
     at.number_input(key="n").set_value(256)  # all 1,000 DDPM steps for 256 digits: many seconds on a CPU
     at.button(key="generate").click()

@@ -8,20 +8,8 @@ import pytest
 import torch
 from PIL import Image, ImageSequence
 
-from ddpm_core.gif import (
-    AXIS_COLOR,
-    GAP,
-    MARGIN,
-    MAX_GIF_WIDTH,
-    PAD_GRAY,
-    POINT_COLOR,
-    POINT_PRED_COLOR,
-    TEXT_COLOR,
-    image_grid,
-    points_frame,
-    save_png,
-    trajectory_gif,
-)
+from ddpm_core.gif import GAP, MARGIN, MAX_GIF_WIDTH, TEXT_COLOR, trajectory_gif
+from ddpm_core.pictures import AXIS_COLOR, PAD_GRAY, POINT_COLOR, POINT_PRED_COLOR, image_grid, points_frame, save_png
 from ddpm_core.sample import StepRecord
 
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
@@ -46,7 +34,7 @@ def count(frame: np.ndarray, color) -> int:
 def noise_trajectory(steps=6, shape=(9, 1, 8, 8), seed=0) -> list[StepRecord]:
     gen = torch.Generator().manual_seed(seed)
     return [
-        StepRecord(t, torch.randn(shape, generator=gen), torch.rand(shape, generator=gen) * 2 - 1)
+        StepRecord(t - 1, torch.randn(shape, generator=gen), torch.rand(shape, generator=gen) * 2 - 1)
         for t in range(steps - 1, -1, -1)
     ]
 
@@ -84,7 +72,7 @@ def halves(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def test_the_panels_show_x_t_left_and_x0_pred_right():
     shape = (4, 1, 8, 8)
     ones = torch.ones(shape)
-    records = [StepRecord(1, ones, -ones), StepRecord(0, -3 * ones, 3 * ones)]  # ±3: clipped to ±1
+    records = [StepRecord(0, ones, -ones), StepRecord(-1, -3 * ones, 3 * ones)]  # ±3: clipped to ±1
     (first, second), _, _ = read_gif(trajectory_gif(records))
     left, right = halves(first)
     cell_area = 4 * 32 * 32  # 8×8 images upscaled to 32×32 cells
@@ -98,7 +86,7 @@ def test_the_panels_show_x_t_left_and_x0_pred_right():
 def test_rgb_images_keep_their_colours():
     red = torch.tensor([1.0, -1.0, -1.0])[None, :, None, None].expand(4, 3, 16, 16)
     blue = torch.tensor([-1.0, -1.0, 1.0])[None, :, None, None].expand(4, 3, 16, 16)
-    (frame,), _, _ = read_gif(trajectory_gif([StepRecord(0, red, blue)]))
+    (frame,), _, _ = read_gif(trajectory_gif([StepRecord(-1, red, blue)]))
     left, right = halves(frame)
     assert count(left, (255, 0, 0)) == 4 * 32 * 32 and count(right, (255, 0, 0)) == 0
     assert count(right, (0, 0, 255)) == 4 * 32 * 32
@@ -106,11 +94,11 @@ def test_rgb_images_keep_their_colours():
 
 def test_the_label_names_the_step_and_can_be_turned_off():
     x = torch.zeros(4, 1, 8, 8)
-    (a, b), _, _ = read_gif(trajectory_gif([StepRecord(7, x, x), StepRecord(3, x, x)]))
+    (a, b), _, _ = read_gif(trajectory_gif([StepRecord(6, x, x), StepRecord(2, x, x)]))
     assert count(a, TEXT_COLOR) > 0
     differs = np.nonzero((a != b).any(axis=(1, 2)))[0]
     assert differs.min() > a.shape[0] - 20  # only the bottom "t = …" row differs between the two frames
-    (c,), _, _ = read_gif(trajectory_gif([StepRecord(7, x, x)], label=False))
+    (c,), _, _ = read_gif(trajectory_gif([StepRecord(6, x, x)], label=False))
     assert count(c, TEXT_COLOR) == 0 and c.shape[0] < a.shape[0]
 
 
@@ -123,7 +111,7 @@ def test_a_big_rgb_batch_fits_the_streamlit_width():
 def test_the_cell_scale_shrinks_until_the_frame_fits():
     # 400 MNIST-sized images: 20 per row at the default scale 2 make a frame of ≈ 2300 px, at scale 1 it fits
     x = torch.rand(400, 1, 28, 28) * 2 - 1
-    (frame,), _, _ = read_gif(trajectory_gif([StepRecord(0, x, x)], label=False))
+    (frame,), _, _ = read_gif(trajectory_gif([StepRecord(-1, x, x)], label=False))
     assert image_grid(x).shape[1] * 2 > MAX_GIF_WIDTH
     assert frame.shape[1] == 2 * MARGIN + GAP + 2 * image_grid(x, scale=1).shape[1] <= MAX_GIF_WIDTH
 
@@ -136,7 +124,7 @@ def test_a_frame_too_wide_even_at_scale_one_is_downscaled():
 
 def test_points_land_at_their_positions_on_fixed_axes():
     # One x_t point at the origin, one x̂₀ point at (1, 1) on the axes [-2, 2]²: centre and upper-right quarter
-    records = [StepRecord(5, torch.zeros(1, 2), torch.ones(1, 2)), StepRecord(0, torch.ones(1, 2), torch.zeros(1, 2))]
+    records = [StepRecord(4, torch.zeros(1, 2), torch.ones(1, 2)), StepRecord(-1, torch.ones(1, 2), torch.zeros(1, 2))]
     frames, _, info = read_gif(trajectory_gif(records, lim=2.0))
     assert info["n_frames"] == 2
     left, right = halves(frames[0])
@@ -154,7 +142,7 @@ def test_point_axes_come_from_the_spread_of_x_t():
     # x_t within ±3 → axes ±3.5: a point at x = 3 stays inside; x̂₀ far outside is left out, not squashed in
     gen = torch.Generator().manual_seed(0)
     x = (torch.rand(200, 2, generator=gen) * 2 - 1) * 3
-    (frame,), _, _ = read_gif(trajectory_gif([StepRecord(0, x, x * 100)]))
+    (frame,), _, _ = read_gif(trajectory_gif([StepRecord(-1, x, x * 100)]))
     assert count(halves(frame)[1], POINT_PRED_COLOR) < 9 * 5
 
 
@@ -163,9 +151,9 @@ def test_bad_trajectories_are_rejected():
         trajectory_gif([])
     x = torch.zeros(4, 1, 8, 8)
     with pytest.raises(ValueError, match="shape"):
-        trajectory_gif([StepRecord(1, x, x), StepRecord(0, x[:2], x[:2])])
+        trajectory_gif([StepRecord(0, x, x), StepRecord(-1, x[:2], x[:2])])
     with pytest.raises(ValueError, match=r"\(N, 2\)"):
-        trajectory_gif([StepRecord(0, torch.zeros(4, 3), torch.zeros(4, 3))])
+        trajectory_gif([StepRecord(-1, torch.zeros(4, 3), torch.zeros(4, 3))])
 
 
 # ---------------------------------------------------------------------------------------------------------------

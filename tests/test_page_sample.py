@@ -88,14 +88,15 @@ def test_page_renders_lists_the_bundled_checkpoints_and_shows_the_config(at):
     assert "UNet on 2×2 patches" in table
     assert at.number_input(key="n").max == 256 and at.checkbox(key="clip_x0").value  # images: clip by default
     latex = " ".join(e.value for e in at.latex)
-    assert r"\frac{1}{\sqrt{\alpha_t}}" in latex and r"\sigma_t^2 = \beta_t" in latex
+    assert r"\frac{1}{\sqrt{\alpha_t}}" in latex and r"\tilde\beta_t" in latex  # σ_t² = β̃_t, as in the CLI
     assert any("Press **Generate**" in i.value for i in at.info)
 
 
 def test_equation_follows_the_sampler_and_variance(at):
-    at.radio(key="variance").set_value("posterior")
+    at.radio(key="variance").set_value("beta")
     rerun(at)
-    assert r"\tilde\beta_t" in " ".join(e.value for e in at.latex)
+    latex = " ".join(e.value for e in at.latex)
+    assert r"\sigma_t^2 = \beta_t" in latex and r"\tilde\beta_t" not in latex
     at.radio(key="sampler").set_value("ddim")
     rerun(at)
     at.slider(key="eta").set_value(0.5)
