@@ -11,11 +11,11 @@ that no import cycle exists. Where each of Ho et al.'s equations lives: ddpm_cor
 | networks              | model_limits, models, ema                                        |
 | data                  | toys, data, idx, images                                          |
 | runs                  | config, recipes, runs (checkpoints), run_history, run_lock       |
-| sampling and pictures | pictures, gif, sample, compare, forward                          |
+| sampling and pictures | pictures, gif, sample, compare, forward, edit_inputs, edit       |
 | evaluation            | metrics, classifier, evaluate, importance                        |
 | training              | distributed, sharing, trainer (the library), train (the CLI)     |
 
-The CLIs: python -m ddpm_core.train | sample | evaluate | classifier.
+The CLIs: python -m ddpm_core.train | sample | edit | evaluate | classifier.
 """
 
 from ddpm_core.diffusion import Diffusion, Posterior, Step, extract
@@ -27,7 +27,7 @@ LAYERS = {  # the table above, lowest first
     "networks": ("model_limits", "models", "ema"),
     "data": ("toys", "data", "idx", "images"),
     "runs": ("config", "recipes", "runs", "run_history", "run_lock"),
-    "sampling and pictures": ("pictures", "gif", "sample", "compare", "forward"),
+    "sampling and pictures": ("pictures", "gif", "sample", "compare", "forward", "edit_inputs", "edit"),
     "evaluation": ("metrics", "classifier", "evaluate", "importance"),
     "training": ("distributed", "sharing", "trainer", "train"),
 }

@@ -60,6 +60,11 @@ def _fit(coef: float | Tensor, x: Tensor) -> float | Tensor:
     return coef.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
 
 
+def _ddim_point(x0: Tensor, eps: Tensor, alpha_bar, sigma, x: Tensor) -> Tensor:
+    """√ᾱ x̂₀ + √(1 − ᾱ − σ²) ε: DDIM's point at noise level ᾱ (Song et al. eq. 12, before its σ z term)."""
+    return _fit(_sqrt(alpha_bar), x) * x0 + _fit(_sqrt(1 - alpha_bar - sigma**2), x) * eps
+
+
 def _sqrt(v: float | Tensor) -> float | Tensor:
     """√v of a float or a float64 tensor; rounding can leave 1 − ᾱ − σ² a hair below 0, read as 0."""
     return math.sqrt(max(v, 0.0)) if isinstance(v, float) else v.clamp(min=0).sqrt()
@@ -263,23 +268,50 @@ class Diffusion(nn.Module):
             x0_pred = x0_pred.clamp(-1, 1)
             eps = self.predict_eps(x_t, t, x0_pred)
         sigma = eta * _sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev))
-        direction = _sqrt(1 - ab_prev - sigma**2)
-        x_prev = _fit(_sqrt(ab_prev), x_t) * x0_pred + _fit(direction, x_t) * eps
+        x_prev = _ddim_point(x0_pred, eps, ab_prev, sigma, x_t)
         if eta > 0:
             if noise is None:
                 noise = self._randn(x_t, generator)
             x_prev = x_prev + _fit(sigma, x_t) * noise
         return Step(x_prev, x0_pred)
 
-    def timesteps(self, num_steps: int, spacing: Spacing = "leading") -> Tensor:
+    def ddim_invert_step(self, eps_pred: Tensor, t_prev: int, x_prev: Tensor, t: int) -> Step:
+        """DDIM inversion (Song et al. 2021, eq. 12 with η = 0 run upward, the ODE of their eq. 13): from x_{t_prev}
+        to x_t, t > t_prev,
+
+            x̂₀ = (x_{t_prev} − √(1 − ᾱ_{t_prev}) ε_θ) / √ᾱ_{t_prev},   x_t = √ᾱ_t x̂₀ + √(1 − ᾱ_t) ε_θ,
+
+        with ε_θ = ε_θ(x_{t_prev}, t) evaluated at the target step (the usual approximation: x_t is not known yet).
+        t_prev = −1 starts from x_0 itself. Nothing is clipped, so that ddim_step can walk back. Returns
+        Step(x_t, x̂₀).
+        """
+        ab_t, ab_prev = self._alpha_bar_pair(t, x_prev, t_prev)
+        x0_pred = (x_prev - _fit(_sqrt(1 - ab_prev), x_prev) * eps_pred) / _fit(_sqrt(ab_prev), x_prev)
+        return Step(_ddim_point(x0_pred, eps_pred, ab_t, 0.0, x_prev), x0_pred)
+
+    def q_sample_from(
+        self, x_s: Tensor, s: int, t: int, noise: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Jump forward from step s to step t > s: q(x_t | x_s) = N(√(ᾱ_t/ᾱ_s) x_s, (1 − ᾱ_t/ᾱ_s) I), eq. 2 iterated
+        from s (Ho et al. eq. 4 is the case s = −1, x_s = x_0). Used by RePaint's resampling jumps."""
+        ab_t, ab_s = self._alpha_bar_pair(t, x_s, s)
+        if noise is None:
+            noise = self._randn(x_s, generator)
+        return _fit(_sqrt(ab_t / ab_s), x_s) * x_s + _fit(_sqrt(1 - ab_t / ab_s), x_s) * noise
+
+    def timesteps(self, num_steps: int, spacing: Spacing = "leading", start: int | None = None) -> Tensor:
         """The descending timesteps of a sampler that takes num_steps of the T steps, as a LongTensor (num_steps,).
+        start: a chain that begins at the paper's t = start instead of T (SDEdit's t_start, 1 … T): the steps are
+        then chosen from the first `start` indices, as if the schedule had T = start.
 
         "leading": 0, k, 2k, … with k = T // num_steps (DDIM's paper); "trailing": T−1, T−1−T/n, … (always starts
         at the last step, Lin et al. 2024); "linspace": num_steps points evenly from 0 to T−1, rounded. Pair each
         with the next one, and the last with −1 (x_0).
         """
         _choice(spacing, Spacing, "timestep spacing")
-        T = self.num_timesteps
+        T = self.num_timesteps if start is None else start
+        if isinstance(T, bool) or not isinstance(T, int) or not 1 <= T <= self.num_timesteps:
+            raise ValueError(f"start must be an integer from 1 to T = {self.num_timesteps}, got {start!r}")
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or not 1 <= num_steps <= T:
             raise ValueError(f"num_steps must be an integer from 1 to T = {T}, got {num_steps!r}")
         if spacing == "leading":

@@ -19,6 +19,10 @@ and names its equation in its docstring, and that no page writes LaTeX of its ow
     label_dropout      Ho & Salimans 2022            trainer.Trainer.loss                       train
     log_snr_density    p(λ) of λ_t over t            importance.log_snr_density                 sample
     zero_terminal_snr  Lin et al. 2024, Alg. 1       schedules.rescale_betas_zero_terminal_snr  schedules
+    sdedit             Meng et al. 2022              edit.sdedit                                edit
+    repaint            Lugmayr et al. 2022, Alg. 1   edit.inpaint                               edit
+    ddim_inversion     Song et al. eq. 12, upward    diffusion.Diffusion.ddim_invert_step       edit
+    slerp              Song et al. 2021, §5.3        edit.slerp                                 edit
 
 A schedule family's own formula lives with it, in the SCHEDULES registry (ddpm_core/schedules.py).
 """
@@ -92,6 +96,25 @@ x_t &= \sqrt{\alpha_t}\, x_{t-1} + \sqrt{1-\alpha_t}\,\epsilon_{t-1}\\
     Equation("zero_terminal_snr", "Lin et al. 2024", "schedules:rescale_betas_zero_terminal_snr", ("schedules",),
              r"\sqrt{\bar\alpha_t} \leftarrow \left(\sqrt{\bar\alpha_t} - \sqrt{\bar\alpha_T}\right)"
              r"\frac{\sqrt{\bar\alpha_1}}{\sqrt{\bar\alpha_1} - \sqrt{\bar\alpha_T}}"),
+    Equation("sdedit", "SDEdit (Meng et al. 2022)", "edit:sdedit", ("edit",),
+             r"x_{t_0} = \sqrt{\bar\alpha_{t_0}}\,x_0 + \sqrt{1-\bar\alpha_{t_0}}\,\epsilon,\qquad "
+             r"x_{t_0} \to x_{t_0-1} \to \dots \to x_0 \text{ by } p_\theta(x_{t-1}\mid x_t)"),
+    Equation("repaint", "RePaint (Lugmayr et al. 2022, Algorithm 1)", "edit:inpaint", ("edit",),
+             r"""\begin{aligned}
+x_{t-1}^{\text{known}} &\sim \mathcal{N}\big(\sqrt{\bar\alpha_{t-1}}\,x_0,\ (1-\bar\alpha_{t-1}) I\big),\qquad
+x_{t-1}^{\text{unknown}} \sim p_\theta(x_{t-1}\mid x_t)\\
+x_{t-1} &= (1-m)\odot x_{t-1}^{\text{known}} + m\odot x_{t-1}^{\text{unknown}},\qquad
+x_t \sim \mathcal{N}\big(\sqrt{1-\beta_t}\,x_{t-1},\ \beta_t I\big) \text{ to resample}
+\end{aligned}"""),
+    Equation("ddim_inversion", "Song et al. 2021, eq. 12 with η = 0 run upward", "diffusion:Diffusion.ddim_invert_step",
+             ("edit",),
+             r"x_{t} = \sqrt{\bar\alpha_{t}}\,\frac{x_{t-1} - \sqrt{1-\bar\alpha_{t-1}}\,\epsilon_\theta(x_{t-1}, t)}"
+             r"{\sqrt{\bar\alpha_{t-1}}} + \sqrt{1-\bar\alpha_{t}}\,\epsilon_\theta(x_{t-1}, t)"),
+    Equation("slerp", "Song et al. 2021, §5.3", "edit:slerp", ("edit",),
+             r"x_T(\lambda) = \frac{\sin((1-\lambda)\theta)}{\sin\theta}\,x_T^{(0)}"
+             r" + \frac{\sin(\lambda\theta)}{\sin\theta}\,x_T^{(1)},\qquad"
+             r"\theta = \arccos\frac{\langle x_T^{(0)}, x_T^{(1)}\rangle}"
+             r"{\lVert x_T^{(0)}\rVert\,\lVert x_T^{(1)}\rVert}"),
 )}  # fmt: skip
 
 

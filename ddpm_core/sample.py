@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ddpm_core.devices import for_sampling
-from ddpm_core.diffusion import Diffusion, Spacing, VarianceType
+from ddpm_core.diffusion import Diffusion, Spacing, Step, VarianceType
 from ddpm_core.objectives import output_to_eps, prediction_of
 
 Sampler = Literal["ddpm", "ddim"]
@@ -126,26 +126,66 @@ def sample_progressive(
     sync per step).
     """
     c = sampling_config(config, settings).resolved(diffusion.num_timesteps)
-    y = _labels(model, c.class_label, y, n)
-    if y is not None and len(y) != n:
-        raise ValueError(f"y must hold one label per sample ({n}), got {len(y)}")
     device = next(model.parameters()).device
+    y = labels_for(model, c, y, n, device)
     generator = torch.Generator(device).manual_seed(seed)
     x = torch.randn((n, *shape), generator=generator, device=device)
-    ts = diffusion.timesteps(c.steps, c.spacing).tolist()
-    y = None if y is None else y.to(device)
-    prediction = prediction_of(model)
-    for i, t in enumerate(ts):
-        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        output = _guided_output(model, x, torch.full((n,), t, device=device, dtype=torch.long), y, c.guidance)
-        eps = output_to_eps(diffusion, prediction, output, x, t)
-        if c.sampler == "ddpm":
-            step = diffusion.ddpm_step(eps, t, x, t_prev, generator=generator, clip_x0=c.clip_x0, variance=c.variance)
-        else:
-            step = diffusion.ddim_step(eps, t, x, t_prev, generator=generator, clip_x0=c.clip_x0, eta=c.eta)
+    yield from reverse_chain(model, diffusion, x, diffusion.timesteps(c.steps, c.spacing).tolist(), c, y, generator)
+
+
+def reverse_chain(
+    model: nn.Module,
+    diffusion: Diffusion,
+    x: Tensor,
+    timesteps: list[int],
+    config: SamplingConfig,
+    y: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Iterator[StepRecord]:
+    """Run the reverse chain from x (at timesteps[0]) through the descending timesteps, one reverse_step each; yield
+    StepRecord(i, x_i, x̂₀) per step, then StepRecord(−1, x_0, x_0). SDEdit and interpolation start it from their
+    own x (ddpm_core.edit)."""
+    for i, t in enumerate(timesteps):
+        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        step = reverse_step(model, diffusion, x, t, t_prev, config, y, generator)
         yield StepRecord(t, x, step.x0_pred)
         x = step.x_prev
     yield StepRecord(-1, x, x)
+
+
+def reverse_step(
+    model: nn.Module,
+    diffusion: Diffusion,
+    x: Tensor,
+    t: int,
+    t_prev: int,
+    config: SamplingConfig,
+    y: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Step:
+    """One step of config's sampler from step t to t_prev: the network's (guided) output, converted to ε, then
+    Diffusion.ddpm_step (Ho et al. eq. 11) or ddim_step (Song et al. eq. 12). y: (N,) labels on x's device."""
+    c = config
+    eps = guided_eps(model, diffusion, x, t, y, c.guidance)
+    if c.sampler == "ddpm":
+        return diffusion.ddpm_step(eps, t, x, t_prev, generator=generator, clip_x0=c.clip_x0, variance=c.variance)
+    return diffusion.ddim_step(eps, t, x, t_prev, generator=generator, clip_x0=c.clip_x0, eta=c.eta)
+
+
+def guided_eps(model: nn.Module, diffusion: Diffusion, x: Tensor, t: int, y: Tensor | None, guidance: float) -> Tensor:
+    """ε_θ(x, t[, y]) at one step for the whole batch: the network's output, guided (_guided_output) and converted to
+    ε from what the network predicts (objectives.output_to_eps)."""
+    output = _guided_output(model, x, torch.full((len(x),), t, device=x.device, dtype=torch.long), y, guidance)
+    return output_to_eps(diffusion, prediction_of(model), output, x, t)
+
+
+def labels_for(model: nn.Module, config: SamplingConfig, y: Tensor | None, n: int, device) -> Tensor | None:
+    """The (n,) labels to sample on device: y, or config.class_label for every sample (checked against the model's
+    classes), or None (unconditional)."""
+    y = _labels(model, config.class_label, y, n)
+    if y is not None and len(y) != n:
+        raise ValueError(f"y must hold one label per sample ({n}), got {len(y)}")
+    return None if y is None else y.to(device)
 
 
 def _labels(model: nn.Module, class_label: int | None, y: Tensor | None, n: int) -> Tensor | None:
@@ -202,17 +242,30 @@ def sample(
     progress(done, total) is called after each step."""
     start = time.perf_counter()
     c = sampling_config(config, settings).resolved(diffusion.num_timesteps)
-    total = c.steps
+    records = sample_progressive(model, diffusion, n, shape, c, seed=seed, y=y)
+    return collect(records, c.steps, start, record_every, progress)
+
+
+def collect(
+    records: Iterator[StepRecord],
+    total: int,
+    start: float,
+    record_every: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SampleResult:
+    """Run a chain of StepRecords (total steps, then the final x_0) to the end: keep every k-th record (default:
+    about 60 frames; always the first and the final one) on the CPU, call progress(done, total) after each step.
+    start: the time.perf_counter() the call began at."""
     every = record_every or max(1, total // 60)
     trajectory, timesteps, last = [], [], None
-    for i, record in enumerate(sample_progressive(model, diffusion, n, shape, c, seed=seed, y=y)):
+    for i, record in enumerate(records):
         final = record.index < 0
         if not final:
             timesteps.append(record.index)
         if i % every == 0 or final:
             trajectory.append(StepRecord(record.index, record.x_t.float().cpu(), record.x0_pred.float().cpu()))
         if progress is not None and not final:
-            progress(i + 1, total)
+            progress(min(i + 1, total), total)
         last = record
     return SampleResult(last.x_t.float().cpu(), trajectory, timesteps, time.perf_counter() - start)
 

@@ -24,6 +24,7 @@ BUTTONS = {  # key → the kind of work it starts (gated) or why it needs no gat
     "compare": SAMPLING,
     "guidance_grid": SAMPLING,
     "measure_importance": SAMPLING,
+    "run_": SAMPLING,  # the Edit page's Run (run_sdedit, run_inpaint, run_invert, run_interpolate)
     "launch": TRAINING,
     "resume": TRAINING,
     "stop": "ends a run: frees the CPU",

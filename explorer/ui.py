@@ -31,6 +31,12 @@ PAGES: list[PageInfo] = [
     PageInfo("schedules.py", "Schedules", ":material/show_chart:", "Compare noise schedules."),
     PageInfo("train.py", "Train", ":material/model_training:", "Train ε_θ and watch the loss live."),
     PageInfo("sample.py", "Sample", ":material/auto_awesome:", "Sample from a model and watch the trajectory."),
+    PageInfo(
+        "edit.py",
+        "Edit",
+        ":material/healing:",
+        "Edit with a trained model: SDEdit, inpainting, inversion, interpolation.",
+    ),
 ]
 
 # The four parts of the tool; a part links to its page once that page is in PAGES.

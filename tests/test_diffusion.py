@@ -275,3 +275,23 @@ def test_bad_arguments_raise_clear_value_errors(call, match):
     d = Diffusion(make_schedule("linear", 50))
     with pytest.raises(ValueError, match=match):
         call(d, torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("steps", [50, 7])
+def test_ddim_inversion_loop_matches_diffusers(diffusion, steps):
+    """DDIM inversion, x_0 up to x_T, against diffusers' DDIMInverseScheduler on the same ε: both evaluate it at the
+    step they go to (the start, x_0, has ᾱ = 1)."""
+    from diffusers import DDIMInverseScheduler
+
+    theirs = their_scheduler(DDIMInverseScheduler, diffusion, timestep_spacing="leading", clip_sample=False)
+    theirs.initial_alpha_cumprod = torch.tensor(1.0, dtype=torch.float64)
+    theirs.set_timesteps(steps)
+    ts = diffusion.timesteps(steps, "leading").flip(0)
+    assert torch.equal(ts, theirs.timesteps)
+    ours = out = x_T(seed=21)
+    here = -1
+    for t in ts.tolist():
+        step = diffusion.ddim_invert_step(toy_eps(ours, t), here, ours, t)
+        ref = theirs.step(toy_eps(out, t), t, out)
+        torch.testing.assert_close(step.x_prev, ref.prev_sample, **TOL)
+        ours, out, here = step.x_prev, ref.prev_sample, t

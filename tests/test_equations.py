@@ -10,6 +10,7 @@ import pytest
 
 from ddpm_core import equations
 from ddpm_core.equations import EQUATIONS
+from explorer.classroom import PAGE_NAMES
 from tests.conftest import ROOT
 
 
@@ -25,7 +26,7 @@ def _resolve(path: str):
 def test_each_equation_has_its_function_and_the_function_cites_it(equation):
     function = _resolve(equation.function)
     assert equation.source in " ".join((function.__doc__ or "").split()), (equation.function, equation.source)
-    assert set(equation.pages) <= {"home", "forward", "schedules", "train", "sample"}
+    assert set(equation.pages) <= set(PAGE_NAMES)
 
 
 def test_the_maps_table_lists_every_equation_with_its_function():

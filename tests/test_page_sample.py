@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import re
 import shutil
 
@@ -17,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 from ddpm_core.gif import MAX_GIF_WIDTH
 from ddpm_core.runs import load_checkpoint
 from explorer.sample_widgets import gif_images
-from tests.apptest_helpers import open_page, rerun
+from tests.apptest_helpers import chart, image_captions, open_page, rerun, texts
 from tests.conftest import ROOT
 
 BUNDLED = ROOT / "assets" / "checkpoints"
@@ -56,19 +55,6 @@ def gif(at: AppTest) -> Image.Image:
     found = [m for el in at.markdown if (m := GIF_URI.search(el.value))]
     assert len(found) == 1
     return Image.open(io.BytesIO(base64.b64decode(found[0][1])))
-
-
-def texts(at: AppTest) -> list[str]:
-    return [el.value for el in [*at.markdown, *at.caption]]
-
-
-def image_captions(at: AppTest) -> list[str]:
-    return [c for el in at.get("image") for c in el.captions]
-
-
-def chart(at: AppTest, key: str) -> dict:
-    (spec,) = [json.loads(c.proto.spec) for c in at.get("plotly_chart") if c.proto.id.endswith(key)]
-    return spec
 
 
 def test_page_renders_lists_the_bundled_checkpoints_and_shows_the_config(at):
