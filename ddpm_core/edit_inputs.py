@@ -16,6 +16,7 @@ from ddpm_core.images import decode_image
 IMAGE_PRESETS = ("left", "right", "top", "bottom", "center", "random")
 POINT_PRESETS = ("x", "y")  # regenerate one coordinate of 2D points
 MASK_PRESETS = IMAGE_PRESETS + POINT_PRESETS
+PAINT_COVER = 0.5  # a pixel is regenerated when at least half of its cell is painted over
 
 
 def sample_shape_of(model: nn.Module) -> tuple[int, ...]:
@@ -81,6 +82,22 @@ def mask_preset(name: str, shape: tuple[int, ...], seed: int = 0) -> Tensor:
         pixels = torch.rand((h, w), generator=torch.Generator().manual_seed(seed)) < 0.5
         mask[..., pixels] = 1
     return mask
+
+
+def mask_from_painting(alpha, shape: tuple[int, ...], cover: float = PAINT_COVER) -> Tensor:
+    """A mask of one image's shape (C, H, W) from a painting over it: `alpha` (H', W'), the painted layer's opacity
+    (0 = not painted) on a canvas of any size over the image. A pixel is regenerated (1) when at least `cover` of
+    its cell of the canvas is painted. An unpainted canvas gives all zeros (check_mask then refuses it)."""
+    if len(shape) != 3:
+        raise ValueError("a painted mask is for images; a 2D points model regenerates a coordinate (x or y)")
+    alpha = torch.as_tensor(np.asarray(alpha), dtype=torch.float64)
+    if alpha.dim() != 2 or min(alpha.shape) < 1:
+        raise ValueError(f"the painting must be one (height, width) layer; got {tuple(alpha.shape)}")
+    if not 0 < cover <= 1:
+        raise ValueError(f"cover must lie in (0, 1], got {cover}")
+    painted = (alpha > 0).double()[None, None]
+    share = torch.nn.functional.adaptive_avg_pool2d(painted, shape[-2:])[0, 0]  # the painted share of each cell
+    return (share >= cover - 1e-9).float().expand(shape).clone()
 
 
 def load_array(path: Path, shape: tuple[int, ...], what: str = "input") -> Tensor:

@@ -5,27 +5,33 @@ st.error with the core's message (every check there raises ValueError)."""
 
 from __future__ import annotations
 
+import io
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 import torch
 from torch import Tensor
 
-from ddpm_core.edit import inpaint, interpolate, invert, round_trip_errors, sdedit
+from ddpm_core.edit import inpaint, interpolate, invert, repaint_path, round_trip_errors, sdedit
 from ddpm_core.edit_inputs import IMAGE_PRESETS, POINT_PRESETS, mask_preset
 from ddpm_core.gif import axis_limit, trajectory_gif
 from ddpm_core.pictures import MAX_ROW_WIDTH, labelled_row, png_bytes, to_picture
-from explorer import links, sample_views, sampling_progress
+from explorer import links, mask_canvas, sample_views, sampling_progress
 from explorer.checkpoints import Loaded
-from explorer.edit_widgets import Settings, Source, batch_size, max_interpolate, max_steps, refusal
+from explorer.edit_widgets import Settings, Source, batch_size, in_range, max_interpolate, max_steps, refusal
 
 RESULT = "edit.result"  # session state: the last run's EditView
 ROUND_TRIP_STEPS = (5, 10, 20, 50)
 STRIP_PARTS = 5  # the SDEdit strip: t_start = 0, T/5, 2T/5 … T
 MAX_RESAMPLE = 20
 SIDE = 192  # px a side of a shown picture
+PAINTED = "paint"  # the inpainting mask painted on a canvas (explorer/mask_canvas.py) rather than a preset
+MASK_NAMES = {PAINTED: "paint it (brush or rectangles)"}
+MIME = {".png": "image/png", ".gif": "image/gif", ".npy": "application/octet-stream"}
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,24 @@ def _shown(key: tuple) -> dict | None:
     return view.out
 
 
+def _npy(x: Tensor) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, x.float().cpu().numpy())
+    return buffer.getvalue()
+
+
+def _files(samples: Tensor, stem: str, png: bytes | None = None, gif: bytes | None = None) -> dict[str, bytes]:
+    """A result's downloads by file name: the array (for python -m ddpm_core.edit and numpy), the picture, the GIF."""
+    files = {f"{stem}.npy": _npy(samples), f"{stem}.png": png, f"{stem}.gif": gif}
+    return {name: data for name, data in files.items() if data is not None}
+
+
+def _downloads(files: dict[str, bytes]) -> None:
+    for col, (name, data) in zip(st.columns(max(3, len(files))), files.items(), strict=False):
+        col.download_button(f"Download {name}", data, file_name=name, mime=MIME[name[name.rindex("."):]],
+                            key=f"download_edit_{name}", on_click="ignore")  # fmt: skip
+
+
 def _where(loaded: Loaded) -> str:
     return f"on {loaded.device}"
 
@@ -105,8 +129,10 @@ def sdedit_panel(loaded: Loaded, source: Source, settings: Settings) -> None:
             row = [sdedit(loaded.net, loaded.diffusion, source.x0, t, c, seed=settings.seed, progress=progress)
                    for t in strip]  # fmt: skip
             labels = [f"t₀ = {t}" for t in strip]
-            return {"t_start": t_start, "steps": min(c.steps, t_start), "wall": run.wall_time,
-                    "result": picture_png(run.samples), "strip": _row([r.samples for r in row], labels)}  # fmt: skip
+            result = picture_png(run.samples)
+            return {"t_start": t_start, "steps": min(c.steps, t_start), "wall": run.wall_time, "result": result,
+                    "strip": _row([r.samples for r in row], labels),
+                    "files": _files(run.samples, f"sdedit_t{t_start}", result)}  # fmt: skip
 
         _run(key, work)
     if (out := _shown(key)) is None:
@@ -117,36 +143,54 @@ def sdedit_panel(loaded: Loaded, source: Source, settings: Settings) -> None:
     st.markdown(f"{out['steps']:,} steps from t₀ = {out['t_start']} (seed {settings.seed}) in **{out['wall']:.2f} s** "
                 f"{_where(loaded)}.")  # fmt: skip
     st.image(out["strip"], output_format="PNG", caption="The same input and noise at several t₀: how much survives")
+    _downloads(out["files"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Inpainting
 
 
+def _evaluations(steps: int, resample: int, jump: int) -> list[int]:
+    """The network calls of a RePaint walk (one per step down), as cells of at most `steps` for the gate."""
+    path = repaint_path(steps, jump, resample)
+    calls = sum(b > a for a, b in itertools.pairwise(path))
+    return [steps] * (calls // steps) + ([calls % steps] if calls % steps else [])
+
+
 def inpaint_panel(loaded: Loaded, source: Source, settings: Settings) -> None:
     c, shape = settings.config, tuple(loaded.ckpt.sample_shape)
-    presets = POINT_PRESETS if loaded.points else IMAGE_PRESETS
+    presets = list(POINT_PRESETS if loaded.points else (*IMAGE_PRESETS, PAINTED))
     st.markdown("Keep the input where the mask is 0 and let the model regenerate it where the mask is 1, "
                 "resampling $U$ times per step to harmonise the two.")  # fmt: skip
-    left, right = st.columns(2)
+    cols = st.columns(3)
     name = links.selectbox("Mask (1 = regenerate)", presets, key="mask", default=presets[-2 if loaded.points else 4],
-                           where=left, help="Points: regenerate one coordinate of every point")  # fmt: skip
+                           format_func=lambda m: MASK_NAMES.get(m, m), where=cols[0],
+                           help="Points: regenerate one coordinate of every point")  # fmt: skip
     resample = int(links.number("Resample U", key="resample", default=2, min_value=1, max_value=MAX_RESAMPLE, step=1,
-                                where=right, help="RePaint's resampling: U − 1 jumps back per step"))  # fmt: skip
-    evaluations = c.steps + (c.steps - 1) * (resample - 1)
+                                where=cols[1], help="RePaint's resampling: U − 1 jumps back per step"))  # fmt: skip
+    in_range("jump", 1, c.steps)
+    jump = int(links.number("Jump length j", key="jump", default=1, min_value=1, max_value=c.steps, step=1,
+                            where=cols[2], help="Steps each jump goes back up (RePaint's j), when U > 1"))  # fmt: skip
+    mask = mask_canvas.painted_mask(source.x0) if name == PAINTED else mask_preset(name, shape, seed=settings.seed)
+    calls = _evaluations(c.steps, resample, jump)
+    refused = "" if mask is not None else "Paint a mask first."
+    refused = refused or refusal(loaded, batch_size(source), calls, "Inpainting")
     key = _key(loaded, "inpaint", source)
-    if _run_button("inpaint", refusal(loaded, batch_size(source), [c.steps] * resample, "Inpainting")):
+    if _run_button("inpaint", refused):
 
         def work(progress):
-            mask = mask_preset(name, shape, seed=settings.seed)
-            run = inpaint(loaded.net, loaded.diffusion, source.x0, mask, c, resample=resample, seed=settings.seed,
-                          progress=progress)  # fmt: skip
+            run = inpaint(loaded.net, loaded.diffusion, source.x0, mask, c, resample=resample, jump=jump,
+                          seed=settings.seed, progress=progress)  # fmt: skip
             lim = axis_limit(run.trajectory) if loaded.points else None
             x0 = source.x0 if loaded.points else source.x0[None]
-            return {"mask": name, "resample": resample, "wall": run.wall_time, "evaluations": evaluations,
-                    "mask_png": None if loaded.points else picture_png(mask * 2 - 1),
-                    "kept_png": None if loaded.points else picture_png(x0 * (1 - mask)),
-                    "result": picture_png(run.samples), "gif": trajectory_gif(run.trajectory, lim=lim)}  # fmt: skip
+            gif = trajectory_gif(run.trajectory, lim=lim)
+            images = not loaded.points
+            return {"mask": "painted" if name == PAINTED else name, "resample": resample, "jump": jump,
+                    "wall": run.wall_time, "evaluations": sum(calls),
+                    "mask_png": mask_canvas.overlay_png(source.x0, mask, SIDE) if images else None,
+                    "kept_png": picture_png(x0 * (1 - mask)) if images else None,
+                    "result": picture_png(run.samples), "gif": gif,
+                    "files": _files(run.samples, "inpainted", picture_png(run.samples), gif)}  # fmt: skip
 
         _run(key, work)
     if (out := _shown(key)) is None:
@@ -154,15 +198,17 @@ def inpaint_panel(loaded: Loaded, source: Source, settings: Settings) -> None:
     cols = st.columns(4)
     cols[0].image(picture_png(source.x0), output_format="PNG", caption="x_0: the input")
     if out["mask_png"] is not None:
-        cols[1].image(out["mask_png"], output_format="PNG", caption=f"mask {out['mask']}: white = regenerate")
+        cols[1].image(out["mask_png"], output_format="PNG", caption=f"mask {out['mask']}: red = regenerate")
         cols[2].image(out["kept_png"], output_format="PNG", caption="what is kept")
     else:
         cols[1].markdown(f"Mask **{out['mask']}**: the {out['mask']} coordinate of every point is regenerated.")
     cols[3].image(out["result"], output_format="PNG", caption="inpainted")
-    st.markdown(f"Mask {out['mask']}, U = {out['resample']}: {out['evaluations']:,} network calls in "
+    jumps = f", j = {out['jump']}" if out["resample"] > 1 else ""
+    st.markdown(f"Mask {out['mask']}, U = {out['resample']}{jumps}: {out['evaluations']:,} network calls in "
                 f"**{out['wall']:.2f} s** {_where(loaded)}.")  # fmt: skip
     st.markdown(sample_views.gif_html(out["gif"], "the inpainting chain"), unsafe_allow_html=True)
     st.caption("x_t (left) and x̂₀ (right) along the chain, from t = T down to 0")
+    _downloads(out["files"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -181,7 +227,10 @@ def invert_panel(loaded: Loaded, source: Source, settings: Settings) -> None:
             inv = invert(loaded.net, loaded.diffusion, source.x0, c, progress=progress)
             errors = round_trip_errors(loaded.net, loaded.diffusion, source.x0, curve, c)
             pictures = _row([source.x0, inv.x_T, inv.reconstruction], ["x_0", "x_T", "x0_hat"], side=SIDE)
-            return {"steps": c.steps, "error": inv.error, "pictures": pictures, "curve": curve, "errors": errors}
+            files = {"x_T.npy": _npy(inv.x_T), "reconstruction.npy": _npy(inv.reconstruction),
+                     "inversion.png": pictures}  # fmt: skip
+            return {"steps": c.steps, "error": inv.error, "pictures": pictures, "curve": curve, "errors": errors,
+                    "files": files}  # fmt: skip
 
         _run(key, work)
     if (out := _shown(key)) is None:
@@ -193,6 +242,7 @@ def invert_panel(loaded: Loaded, source: Source, settings: Settings) -> None:
         fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10}, title="Round-trip error vs steps",
                           xaxis={"title": "DDIM steps", "type": "log"}, yaxis={"title": "RMS error"})  # fmt: skip
         st.plotly_chart(fig, key="round_trip")
+    _downloads(out["files"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -215,7 +265,8 @@ def interpolate_panel(loaded: Loaded, settings: Settings) -> None:
 
         def work(progress):
             run = interpolate(loaded.net, loaded.diffusion, seed_a, seed_b, n, c, progress=progress)
-            return {"samples": run.samples, "seeds": (seed_a, seed_b), "steps": c.steps, "wall": run.wall_time}
+            return {"samples": run.samples, "seeds": (seed_a, seed_b), "steps": c.steps, "wall": run.wall_time,
+                    "files": _files(run.samples, f"interpolation_{seed_a}_{seed_b}")}  # fmt: skip
 
         _run(key, work)
     if (out := _shown(key)) is None:
@@ -232,6 +283,8 @@ def interpolate_panel(loaded: Loaded, settings: Settings) -> None:
         fig.update_layout(height=420, margin={"l": 10, "r": 10, "t": 30, "b": 10},
                           yaxis={"scaleanchor": "x", "scaleratio": 1})  # fmt: skip
         st.plotly_chart(fig, key="interpolation_points")
+        _downloads(out["files"])
         return
     row = _row([s[None] for s in torch.unbind(samples)], [f"λ = {v:.2f}" for v in alphas])
     st.image(row, output_format="PNG", caption=f"seed {a} (λ = 0) → seed {b} (λ = 1)")
+    _downloads({**out["files"], f"interpolation_{a}_{b}.png": row})

@@ -154,7 +154,7 @@ def max_steps(loaded: Loaded) -> int:
     return sample_widgets.caps(loaded)[1]
 
 
-def _in_range(key: str, low: int, high: int) -> None:
+def in_range(key: str, low: int, high: int) -> None:
     """A value left in session state by another page's widget of the same key, brought within this one's range."""
     value = st.session_state.get(key)
     if isinstance(value, int | float) and not low <= value <= high:
@@ -166,7 +166,7 @@ def settings(loaded: Loaded, method: str) -> Settings:
     deterministic DDIM), the steps within the classroom's cap, the seed of the noise, and the class and guidance of
     a class-conditional checkpoint."""
     most = max_steps(loaded)
-    _in_range("steps", 1, most)
+    in_range("steps", 1, most)
     cols = st.columns(3)
     sampler = "ddim"
     if method in ("sdedit", "inpaint"):

@@ -36,6 +36,7 @@ BUTTONS = {  # key → the kind of work it starts (gated) or why it needs no gat
     "teacher_sign_out": "forgets the teacher token",
     "cancel_": "cancels the sampling in progress (keys cancel_generate, cancel_compare, …)",
     "download_csv": "serves a table already computed",
+    "download_edit_": "serves an edit already computed (keys download_edit_<file name>)",
     "download_gif": "serves a GIF already computed",
     "download_png": "serves samples already computed",
     "download_strip": "serves a picture already computed",

@@ -13,7 +13,7 @@ from torch import nn
 from ddpm_core import edit
 from ddpm_core.data import load_dataset, make_toy
 from ddpm_core.diffusion import Diffusion
-from ddpm_core.edit_inputs import check_input, check_mask, mask_preset
+from ddpm_core.edit_inputs import check_input, check_mask, mask_from_painting, mask_preset
 from ddpm_core.models import ModelConfig
 from ddpm_core.runs import load_checkpoint
 from ddpm_core.sample import SamplingConfig, sample
@@ -191,3 +191,22 @@ def test_masks_broadcast_over_channels_and_batches():
     assert presets["left"][0, :, :4].all() and not presets["left"][0, :, 4:].any()
     assert presets["top"][0, :4].all() and presets["center"].sum() == 16
     assert 16 < presets["random"].sum() < 48 and np.isin(presets["random"].numpy(), (0, 1)).all()
+
+
+def test_a_painted_mask_marks_the_pixels_painted_over_by_half_or_more():
+    alpha = np.zeros((224, 224), np.uint8)  # 28 canvas pixels per image pixel of an 8×8 model
+    alpha[0:28, 0:28] = 153  # pixel (0, 0) painted in full, at the brush's opacity
+    alpha[28:42, 28:56] = 255  # pixel (1, 1): its top half
+    alpha[56:60, 56:84] = 255  # pixel (2, 2): a thin line, a seventh of it
+    mask = mask_from_painting(alpha, (3, 8, 8))
+    assert mask.shape == (3, 8, 8) and (mask[0] == mask[2]).all()
+    assert mask[0].nonzero().tolist() == [[0, 0], [1, 1]]
+    assert mask_from_painting(alpha, (1, 8, 8), cover=0.1)[0, 2, 2] == 1
+    uneven = mask_from_painting(np.ones((100, 61)), (1, 28, 28))  # a canvas that is no multiple of the image
+    assert uneven.shape == (1, 28, 28) and uneven.all()
+    with pytest.raises(ValueError, match="regenerates nothing"):
+        check_mask(mask_from_painting(np.zeros((64, 64)), (1, 8, 8)), torch.zeros(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="for images"):
+        mask_from_painting(alpha, (2,))
+    with pytest.raises(ValueError, match="one \\(height, width\\) layer"):
+        mask_from_painting(np.zeros((4, 4, 4)), (1, 8, 8))

@@ -87,15 +87,46 @@ def test_sdedit_from_t_start_0_returns_the_input(at):
 
 def test_inpainting_shows_input_mask_result_and_a_gif(at):
     choose(at, "inpaint")
-    assert at.selectbox(key="mask").options == ["left", "right", "top", "bottom", "center", "random"]
+    presets = ["left", "right", "top", "bottom", "center", "random"]
+    assert at.selectbox(key="mask").options == [*presets, "paint it (brush or rectangles)"]
     at.selectbox(key="mask").set_value("left")
     at.number_input(key="resample").set_value(2)
     run(at, "inpaint")
-    assert {"x_0: the input", "mask left: white = regenerate", "what is kept", "inpainted"} <= set(image_captions(at))
+    assert {"x_0: the input", "mask left: red = regenerate", "what is kept", "inpainted"} <= set(image_captions(at))
     (found,) = [m for el in at.markdown if (m := GIF_URI.search(el.value))]
     gif = Image.open(io.BytesIO(base64.b64decode(found[1])))
     assert gif.n_frames >= 2
     assert result(at)["evaluations"] == 9  # 5 steps, one jump back at each of the 4 inner ones
+    files = result(at)["files"]
+    buttons = {b.proto.id.rsplit("-", 1)[-1] for b in at.get("download_button")}
+    assert buttons == {f"download_edit_{name}" for name in files} == {
+        "download_edit_inpainted.npy", "download_edit_inpainted.png", "download_edit_inpainted.gif"}  # fmt: skip
+    served = np.load(io.BytesIO(files["inpainted.npy"]))  # the bytes the .npy button serves
+    assert served.shape == (1, 1, 8, 8) and served.dtype == np.float32
+    assert np.asarray(Image.open(io.BytesIO(files["inpainted.png"]))).ndim == 3
+    assert Image.open(io.BytesIO(files["inpainted.gif"])).n_frames == gif.n_frames
+
+
+def test_inpainting_jumps_back_j_steps_at_a_time(at):
+    choose(at, "inpaint", steps=6)
+    at.number_input(key="resample").set_value(3)
+    at.number_input(key="jump").set_value(2)
+    run(at, "inpaint")
+    # 6 steps; at positions 2 and 4 the walk goes back 2 steps, twice each: 6 + 2 × 2 × 2 network calls
+    assert result(at)["evaluations"] == 14 and result(at)["jump"] == 2
+    assert any("U = 3, j = 2: 14 network calls" in t for t in texts(at))
+    at.number_input(key="jump").set_value(7)  # more than the steps: refused by the widget, not the core
+    rerun(at)
+    assert at.number_input(key="jump").value <= 6
+
+
+def test_a_painted_mask_waits_for_paint_before_running(at):
+    choose(at, "inpaint")
+    at.selectbox(key="mask").set_value("paint it (brush or rectangles)")
+    rerun(at)
+    assert not at.error and at.radio(key="paint_tool").options == ["Brush", "Rectangles"]
+    assert any("Nothing painted yet" in i.value for i in at.info)
+    assert at.button(key="run_inpaint").disabled and any("Paint a mask first." in w.value for w in at.warning)
 
 
 def test_inversion_shows_the_round_trip_and_its_error_curve(at):
@@ -107,6 +138,11 @@ def test_inversion_shows_the_round_trip_and_its_error_curve(at):
     spec = chart(at, "round_trip")
     assert spec["data"][0]["x"] == [5, 10, 20, 50] and len(spec["data"][0]["y"]) == 4
     assert any(c.startswith("x_0 → x_T → x̂_0") for c in image_captions(at))
+    x_T, back = (np.load(io.BytesIO(out["files"][name])) for name in ("x_T.npy", "reconstruction.npy"))
+    assert x_T.shape == back.shape == (1, 1, 8, 8) and x_T.std() > 0.5  # a latent: noise-like, not the digit
+    assert np.sqrt(np.mean((back - x_T) ** 2)) > 0.3  # x̂_0 is no copy of x_T
+    labels = {b.proto.label for b in at.get("download_button")}
+    assert labels == {"Download x_T.npy", "Download reconstruction.npy", "Download inversion.png"}
 
 
 def test_interpolation_decodes_n_samples_between_two_seeds(at):
