@@ -23,6 +23,12 @@ and names its equation in its docstring, and that no page writes LaTeX of its ow
     repaint            Lugmayr et al. 2022, Alg. 1   edit.inpaint                               edit
     ddim_inversion     Song et al. eq. 12, upward    diffusion.Diffusion.ddim_invert_step       edit
     slerp              Song et al. 2021, §5.3        edit.slerp                                 edit
+    vlb                Ho et al. eq. 5               likelihood.bound                           bound
+    kl_term            Ho et al. eq. 5, closed form  likelihood.kl_term                         bound
+    decoder            Ho et al. §3.3 (eq. 13)       likelihood.decoder_term                    bound
+    decoder_points     the continuous density (2D)   likelihood.decoder_term                    bound
+    lambda_t           Ho et al. eq. 12              likelihood.loss_weights                    bound
+    ode_likelihood     Song et al. 2021 (SDEs), D.2  likelihood_ode.ode_log_likelihood          bound
 
 A schedule family's own formula lives with it, in the SCHEDULES registry (ddpm_core/schedules.py).
 """
@@ -115,6 +121,33 @@ x_t \sim \mathcal{N}\big(\sqrt{1-\beta_t}\,x_{t-1},\ \beta_t I\big) \text{ to re
              r" + \frac{\sin(\lambda\theta)}{\sin\theta}\,x_T^{(1)},\qquad"
              r"\theta = \arccos\frac{\langle x_T^{(0)}, x_T^{(1)}\rangle}"
              r"{\lVert x_T^{(0)}\rVert\,\lVert x_T^{(1)}\rVert}"),
+    Equation("vlb", "Ho et al. eq. 5", "likelihood:bound", ("bound",),
+             r"L = \underbrace{D_\mathrm{KL}\big(q(x_T\mid x_0)\,\|\,p(x_T)\big)}_{L_T}"
+             r" + \sum_{t>1}\underbrace{D_\mathrm{KL}\big(q(x_{t-1}\mid x_t,x_0)\,\|\,"
+             r"p_\theta(x_{t-1}\mid x_t)\big)}_{L_{t-1}}"
+             r"\ \underbrace{-\,\log p_\theta(x_0\mid x_1)}_{L_0},\qquad"
+             r"\text{bits/dim} = \frac{\mathbb{E}[L]}{D\,\ln 2}"),
+    Equation("kl_term", "Ho et al. eq. 5", "likelihood:kl_term", ("bound",),
+             r"L_{t-1} = \frac{1}{2}\left(\ln\frac{\sigma_t^2}{\tilde\beta_t} + \frac{\tilde\beta_t}{\sigma_t^2}"
+             r" - 1 + \frac{\lVert\tilde\mu_t(x_t, x_0) - \mu_\theta(x_t, t)\rVert^2}{D\,\sigma_t^2}\right)"
+             r"\ \text{nats/dim},\qquad \sigma_t^2 \in \{\beta_t,\ \tilde\beta_t\}"),
+    Equation("decoder", "Ho et al. §3.3", "likelihood:decoder_term", ("bound",),
+             r"p_\theta(x_0\mid x_1) = \prod_{i=1}^{D}\int_{\delta_-(x_0^i)}^{\delta_+(x_0^i)}"
+             r"\mathcal{N}\big(x;\ \mu_\theta^i(x_1, 1),\ \sigma_1^2\big)\,dx,\qquad"
+             r"\delta_\pm(x) = x \pm \tfrac{1}{L-1}\ \ (\pm\infty \text{ at } x = \pm 1)"),
+    Equation("decoder_points", "for 2D points (levels None) the density", "likelihood:decoder_term", ("bound",),
+             r"L_0 = -\log \mathcal{N}\big(x_0;\ \mu_\theta(x_1, 1),\ \sigma_1^2 I\big)"
+             r"\quad\text{(2D points: a density, so } L_0 \text{ can be negative)}"),
+    Equation("lambda_t", "Ho et al. eq. 12", "likelihood:loss_weights", ("bound",),
+             r"L_{t-1} - C = \lambda_t\,\mathbb{E}_{x_0,\epsilon}\big\lVert \epsilon - \epsilon_\theta(x_t, t)"
+             r"\big\rVert^2,\qquad \lambda_t = \frac{\beta_t^2}{2\sigma_t^2\,\alpha_t\,(1-\bar\alpha_t)},"
+             r"\qquad L_\mathrm{simple}:\ \lambda_t \to 1"),
+    Equation("ode_likelihood", "Score-based generative modeling through SDEs", "likelihood_ode:ode_log_likelihood",
+             ("bound",),
+             r"\log p_0(x_0) = \log p_T(\bar x_T) + \int_0^{\bar\sigma_T}"
+             r"\nabla_{\bar x}\cdot\epsilon_\theta(x_t, t)\,d\bar\sigma,\qquad"
+             r"\frac{d\bar x}{d\bar\sigma} = \epsilon_\theta(x_t, t),\quad \bar x = \frac{x_t}{\sqrt{\bar\alpha_t}},"
+             r"\quad \bar\sigma = \sqrt{\frac{1-\bar\alpha_t}{\bar\alpha_t}}"),
 )}  # fmt: skip
 
 

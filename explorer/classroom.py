@@ -49,7 +49,7 @@ CONFIG_ENV, TRAINING_ENV, DATA_ENV, MAX_RUNS_ENV = (
     "DDPM_EXPLORER_MAX_RUNS",
 )
 ENVIRONMENT = (CONFIG_ENV, TRAINING_ENV, DATA_ENV, MAX_RUNS_ENV)
-PAGE_NAMES = ("home", "forward", "schedules", "train", "sample", "edit")
+PAGE_NAMES = ("home", "forward", "schedules", "train", "sample", "edit", "bound")
 MAX_N, MAX_STEPS = 256, 1000  # the defaults of [sampling]
 Value = bool | int | float | str | list  # a list: a multiselect's options
 

@@ -81,7 +81,7 @@ def _upload(file_id: str, size: int, channels: int, _data: bytes) -> Tensor:
     return decode_image(_data, size, channels)
 
 
-def _training_images(loaded: Loaded) -> tuple[Tensor, str]:
+def training_images(loaded: Loaded) -> tuple[Tensor, str]:
     """The images of the data set the checkpoint trained on, at its sample shape; DatasetError when not at hand."""
     c, shape = loaded.ckpt.config, tuple(loaded.ckpt.sample_shape)
     if c.dataset == "digits" and shape == (1, 8, 8):
@@ -99,7 +99,7 @@ def _training_images(loaded: Loaded) -> tuple[Tensor, str]:
 
 def _data_image(loaded: Loaded) -> Source | None:
     try:
-        images, where = _training_images(loaded)
+        images, where = training_images(loaded)
     except DatasetError as e:
         st.error(f"No training images for this checkpoint: {e}")
         return None

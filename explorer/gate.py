@@ -25,6 +25,7 @@ BUTTONS = {  # key → the kind of work it starts (gated) or why it needs no gat
     "guidance_grid": SAMPLING,
     "measure_importance": SAMPLING,
     "run_": SAMPLING,  # the Edit page's Run (run_sdedit, run_inpaint, run_invert, run_interpolate)
+    "measure_bound": SAMPLING,  # the Bound page's Measure: n samples through the bound's terms (and the ODE)
     "launch": TRAINING,
     "resume": TRAINING,
     "stop": "ends a run: frees the CPU",

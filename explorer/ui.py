@@ -37,6 +37,7 @@ PAGES: list[PageInfo] = [
         ":material/healing:",
         "Edit with a trained model: SDEdit, inpainting, inversion, interpolation.",
     ),
+    PageInfo("bound.py", "Bound", ":material/functions:", "The variational bound term by term, in bits/dim."),
 ]
 
 # The four parts of the tool; a part links to its page once that page is in PAGES.

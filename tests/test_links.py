@@ -263,7 +263,7 @@ def test_hidden_pages_leave_the_navigation_and_home_says_so(classroom_file):
     text = " ".join(m.value for m in at.markdown)
     assert text.count("hidden on this server by its classroom settings") == 2
     assert "training from the UI **off**" in text
-    with pytest.raises(ValueError, match=r"Known pages: .*home.py.*forward.py.*schedules.py.*edit.py'\]"):
+    with pytest.raises(ValueError, match=r"Known pages: .*home.py.*forward.py.*schedules.py.*edit.py.*bound.py'\]"):
         at.switch_page(str(ROOT / "pages" / "train.py"))  # not registered: no URL reaches it
 
 

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from ddpm_core.equations import latex
 from explorer.classroom import ENVIRONMENT
-from tests.apptest_helpers import chart, image_captions, open_page, rerun, texts
+from tests.apptest_helpers import chart, image_captions, in_classroom, open_link, open_page, rerun, texts
 from tests.conftest import ROOT
 
 BUNDLED = ROOT / "assets" / "checkpoints"
@@ -187,17 +187,8 @@ def test_an_upload_that_is_not_an_image_is_an_error_and_a_good_one_is_used(at):
 
 
 def test_the_classroom_caps_the_steps_and_a_link_restores_the_view(tmp_path, monkeypatch):
-    for name in ENVIRONMENT:
-        monkeypatch.delenv(name, raising=False)
-    (tmp_path / "runs").mkdir()
-    monkeypatch.setenv("DDPM_EXPLORER_RUNS", str(tmp_path / "runs"))
-    (tmp_path / "classroom.toml").write_text("[sampling]\nmax_steps = 30\n", encoding="utf-8")
-    monkeypatch.setenv("DDPM_EXPLORER_CONFIG", str(tmp_path / "classroom.toml"))
-    at = AppTest.from_file(str(ROOT / "explorer" / "app.py"), default_timeout=60)
-    at.query_params.update(checkpoint="digits", method="Inversion", steps="7")
-    rerun(at)
-    at.switch_page(str(ROOT / "pages" / "edit.py"))
-    rerun(at)
+    in_classroom(tmp_path, monkeypatch, "[sampling]\nmax_steps = 30\n")
+    at = open_link("edit.py", checkpoint="digits", method="Inversion", steps="7")
     assert at.radio(key="method").value == "invert" and at.slider(key="steps").value == 7
     assert at.slider(key="steps").max == 30
     run(at, "invert")
