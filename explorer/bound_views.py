@@ -171,7 +171,7 @@ def terms_chart(loaded: Loaded, view: BoundView) -> go.Figure:
         fig.add_trace(go.Bar(x=["L_T", "L_0"], y=[b.prior, b.decoder], name=VARIANCES[v], showlegend=False,
                              marker={"color": COLOURS[v]}, legendgroup=v), row=1, col=2)  # fmt: skip
     fig.update_yaxes(type="log", title="bits/dim", row=1, col=1)
-    fig.update_xaxes(title="t", row=1, col=1)
+    fig.update_xaxes(title="t (log scale: the two σ_t² part at small t)", type="log", row=1, col=1)
     fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 40, "b": 10}, barmode="group")
     return fig
 
