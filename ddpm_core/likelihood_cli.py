@@ -16,6 +16,7 @@ from ddpm_core.data import DatasetError, load_dataset, make_toy
 from ddpm_core.diffusion import VarianceType
 from ddpm_core.evaluate import REFERENCE_SEED
 from ddpm_core.images import bundled_mnist
+from ddpm_core.sample import progress_bar as sample_progress_bar
 
 MAX_N = 10_000
 
@@ -53,16 +54,8 @@ def check_args(args: argparse.Namespace, ckpt) -> None:
 
 
 def progress_bar(desc: str):
-    """A tqdm bar on a terminal (none in a pipe or a test): the progress(done, total) callback and its close()."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=1, desc=desc, unit="sample-step", leave=False, disable=None)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-
-    return progress, bar.close
+    """sample.progress_bar on a terminal only (none in a pipe or a test), counted in sample-steps."""
+    return sample_progress_bar(desc, unit="sample-step", leave=False, disable=None)
 
 
 def evaluation_data(ckpt, n: int, seed: int) -> tuple[Tensor, Tensor | None, str]:

@@ -10,6 +10,7 @@ CLI: python -m ddpm_core.sample --checkpoint runs/digits --sampler ddim --steps 
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import sys
 import time
@@ -296,9 +297,28 @@ def class_index(ckpt, label: str) -> int | None:
     return index
 
 
+def npy_bytes(samples: Tensor) -> bytes:
+    """samples as the bytes of a float32 .npy file (what --npy writes and the Edit page's downloads serve)."""
+    buffer = io.BytesIO()
+    np.save(buffer, samples.detach().cpu().numpy().astype(np.float32))
+    return buffer.getvalue()
+
+
 def save_npy(path: Path, samples: Tensor) -> None:
-    with open(path, "wb") as f:  # np.save(path) would append ".npy" to a temp name
-        np.save(f, samples.numpy().astype(np.float32))
+    Path(path).write_bytes(npy_bytes(samples))  # not np.save(path), which would append ".npy" to a temp name
+
+
+def progress_bar(desc: str, unit: str = "step", **tqdm_options):
+    """A tqdm bar for a CLI: the progress(done, total) callback the samplers take, and the bar's close()."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=1, desc=desc, unit=unit, **tqdm_options)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    return progress, bar.close
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -334,8 +354,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tqdm import tqdm
-
     from ddpm_core.devices import resolve_device
     from ddpm_core.gif import trajectory_gif
     from ddpm_core.pictures import image_grid, points_frame, save_png
@@ -355,12 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             clip_x0=(not points) if args.clip_x0 is None else args.clip_x0, spacing=args.spacing,
             class_label=class_index(ckpt, args.class_label), guidance=args.guidance,
         ).resolved(diffusion.num_timesteps)  # before the bar: a clean error line  # fmt: skip
-        bar = tqdm(total=1, desc=f"{args.sampler} sampling", unit="step")
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
+        progress, close = progress_bar(f"{args.sampler} sampling")
         result = sample(
             for_sampling(ckpt.model.to(device), ckpt.config),  # bf16 where it trained so and this CPU has it
             diffusion,
@@ -371,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
             record_every=args.record_every or None,
             progress=progress,
         )
-        bar.close()
+        close()
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -14,8 +14,7 @@ import torch
 from plotly.subplots import make_subplots
 from torch import Tensor
 
-from ddpm_core.data import DatasetError, make_toy
-from ddpm_core.evaluate import REFERENCE_SEED
+from ddpm_core.data import DatasetError
 from ddpm_core.likelihood import (
     DEFAULT_STRATA,
     Bound,
@@ -26,6 +25,7 @@ from ddpm_core.likelihood import (
     ode_log_likelihood,
 )
 from ddpm_core.likelihood_cli import evaluation_data
+from ddpm_core.likelihood_ode import DATA_END_STEPS, ODE_STEPS
 from explorer import edit_widgets, links, sample_widgets, sampling_progress
 from explorer.checkpoints import Loaded
 
@@ -77,18 +77,15 @@ def settings(loaded: Loaded) -> Settings:
 
 def _cells(loaded: Loaded, s: Settings) -> list[int]:
     """The work as the gate counts it: n samples through one chain of evaluations per σ_t² (and the ODE's)."""
-    cells = [min(s.evaluations(loaded.T), loaded.T)] * len(VARIANCES)
-    return [*cells, 4 * 102] if loaded.points else cells  # RK4: 4 evaluations a step, 100 + 2 steps
+    cells = [s.evaluations(loaded.T)] * len(VARIANCES)
+    return [*cells, 4 * (ODE_STEPS + DATA_END_STEPS)] if loaded.points else cells  # RK4: 4 evaluations a step
 
 
 def _data(loaded: Loaded, s: Settings) -> tuple[Tensor, Tensor | None, str]:
     """The samples scored: fresh points of a 2D toy, or images of the checkpoint's data set (labels too for the
     digits, so a class-conditional model is scored on each digit's own class)."""
-    c = loaded.ckpt.config
-    if loaded.points:
-        return make_toy(c.dataset, s.n, seed=REFERENCE_SEED + s.seed), None, f"{s.n} fresh {c.dataset} points"
-    if c.dataset == "digits":
-        return evaluation_data(loaded.ckpt, s.n, s.seed)
+    if loaded.points or loaded.ckpt.config.dataset == "digits":
+        return evaluation_data(loaded.ckpt, s.n, s.seed)  # as the CLI scores them
     images, where = edit_widgets.training_images(loaded)  # the server's data root, never the run's own
     pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(s.seed))[: s.n]
     return images[pick], None, f"{len(pick)} of the {len(images):,} images of {where}"

@@ -5,12 +5,10 @@ st.error with the core's message (every check there raises ValueError)."""
 
 from __future__ import annotations
 
-import io
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 import torch
@@ -20,6 +18,7 @@ from ddpm_core.edit import inpaint, interpolate, invert, repaint_path, round_tri
 from ddpm_core.edit_inputs import IMAGE_PRESETS, POINT_PRESETS, mask_preset
 from ddpm_core.gif import axis_limit, trajectory_gif
 from ddpm_core.pictures import MAX_ROW_WIDTH, labelled_row, png_bytes, to_picture
+from ddpm_core.sample import npy_bytes
 from explorer import links, mask_canvas, sample_views, sampling_progress
 from explorer.checkpoints import Loaded
 from explorer.edit_widgets import Settings, Source, batch_size, in_range, max_interpolate, max_steps, refusal
@@ -88,15 +87,9 @@ def _shown(key: tuple) -> dict | None:
     return view.out
 
 
-def _npy(x: Tensor) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, x.float().cpu().numpy())
-    return buffer.getvalue()
-
-
 def _files(samples: Tensor, stem: str, png: bytes | None = None, gif: bytes | None = None) -> dict[str, bytes]:
     """A result's downloads by file name: the array (for python -m ddpm_core.edit and numpy), the picture, the GIF."""
-    files = {f"{stem}.npy": _npy(samples), f"{stem}.png": png, f"{stem}.gif": gif}
+    files = {f"{stem}.npy": npy_bytes(samples), f"{stem}.png": png, f"{stem}.gif": gif}
     return {name: data for name, data in files.items() if data is not None}
 
 
@@ -183,14 +176,13 @@ def inpaint_panel(loaded: Loaded, source: Source, settings: Settings) -> None:
                           seed=settings.seed, progress=progress)  # fmt: skip
             lim = axis_limit(run.trajectory) if loaded.points else None
             x0 = source.x0 if loaded.points else source.x0[None]
-            gif = trajectory_gif(run.trajectory, lim=lim)
+            gif, result = trajectory_gif(run.trajectory, lim=lim), picture_png(run.samples)
             images = not loaded.points
             return {"mask": "painted" if name == PAINTED else name, "resample": resample, "jump": jump,
                     "wall": run.wall_time, "evaluations": sum(calls),
                     "mask_png": mask_canvas.overlay_png(source.x0, mask, SIDE) if images else None,
                     "kept_png": picture_png(x0 * (1 - mask)) if images else None,
-                    "result": picture_png(run.samples), "gif": gif,
-                    "files": _files(run.samples, "inpainted", picture_png(run.samples), gif)}  # fmt: skip
+                    "result": result, "gif": gif, "files": _files(run.samples, "inpainted", result, gif)}  # fmt: skip
 
         _run(key, work)
     if (out := _shown(key)) is None:
@@ -227,7 +219,7 @@ def invert_panel(loaded: Loaded, source: Source, settings: Settings) -> None:
             inv = invert(loaded.net, loaded.diffusion, source.x0, c, progress=progress)
             errors = round_trip_errors(loaded.net, loaded.diffusion, source.x0, curve, c)
             pictures = _row([source.x0, inv.x_T, inv.reconstruction], ["x_0", "x_T", "x0_hat"], side=SIDE)
-            files = {"x_T.npy": _npy(inv.x_T), "reconstruction.npy": _npy(inv.reconstruction),
+            files = {"x_T.npy": npy_bytes(inv.x_T), "reconstruction.npy": npy_bytes(inv.reconstruction),
                      "inversion.png": pictures}  # fmt: skip
             return {"steps": c.steps, "error": inv.error, "pictures": pictures, "curve": curve, "errors": errors,
                     "files": files}  # fmt: skip
