@@ -6,8 +6,11 @@ and how long an estimate takes on this CPU.
    probability-flow ODE for the 2D models. For scale: a uniform guess over the pixel levels (log₂ L bits/dim).
 2. Seconds per estimate, side by side in this one run, as a ratio to DDIM-50 sampling of as many samples with the
    same model (ratios, not absolute times, compare across days).
+3. What the bound adds to the end of a training run (ddpm_core.likelihood_run: σ_t² = β_t, 50 strata, 1000
+   samples), against the DDIM-50 sampling of the run's 1000-sample evaluation, and how far the stratified estimate
+   lies from the full sum.
 
-Usage: python bench/bench_likelihood.py [--n-images 100] [--n-points 300] [--write]
+Usage: python bench/bench_likelihood.py [--n-images 100] [--n-points 300] [--run-end-only] [--write]
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from bench.common import machine, publish  # noqa: E402
 from ddpm_core.diffusion import Diffusion  # noqa: E402
 from ddpm_core.likelihood import bound, data_levels, ode_log_likelihood  # noqa: E402
 from ddpm_core.likelihood_cli import evaluation_data  # noqa: E402
+from ddpm_core.likelihood_run import RUN_BOUND_MAX_N, run_bound, run_bound_data  # noqa: E402
 from ddpm_core.runs import load_checkpoint  # noqa: E402
 from ddpm_core.sample import SamplingConfig, sample  # noqa: E402
 
@@ -51,6 +55,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--n-images", type=int, default=100, help="images scored per image model")
     p.add_argument("--n-points", type=int, default=300, help="points scored per 2D model")
+    p.add_argument("--run-end-only", action="store_true", help="only the table of the bound at the end of a run")
     p.add_argument("--write", action="store_true", help="append the tables to bench/RESULTS.md")
     args = p.parse_args()
     peak = matmul_peak(torch.get_num_threads(), 2048, 5)
@@ -60,6 +65,15 @@ def main() -> None:
         f"{machine()}; CPU flags: {flags_line()}; matmul peak {peak:,.0f} GFLOP/s fp32 (2048²). "
         f"{args.n_images} images or {args.n_points} points of each model's own data (seed 0).",
         "",
+    ]
+    if not args.run_end_only:
+        lines += model_rows(args)
+    lines += run_end_rows()
+    publish(lines, args.write)
+
+
+def model_rows(args) -> list[str]:
+    lines = [
         "| model | terms | bound, σ_t² = β̃_t | bound, σ_t² = β_t | ODE NLL | uniform guess | s, bound (β̃_t) | "
         "× DDIM-50 sampling | s, ODE | × DDIM-50 |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -93,7 +107,33 @@ def main() -> None:
                  uniform, f"{seconds:.1f}", f"{seconds / base:.1f}", ode_cells]  # fmt: skip
         lines.append(f"| {' | '.join(cells)} |")
         print(lines[-1], flush=True)
-    publish(lines, args.write)
+    return [*lines, ""]
+
+
+def run_end_rows() -> list[str]:
+    """The bound a run adds to its evaluation (likelihood_run), timed against that evaluation's DDIM-50 sampling."""
+    n = RUN_BOUND_MAX_N
+    lines = [
+        f"The bound at the end of a run (ddpm_core.likelihood_run: σ_t² = β_t, 50 strata, {n} samples), against the "
+        f"DDIM-50 sampling of the run's {n}-sample evaluation and the full sum over t of the same {n} samples:",
+        "",
+        "| model | run-end bound | full sum, same samples | s, run-end bound | s, DDIM-50 × 1000 | bound / sampling |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in ("digits", "moons", "swiss_roll"):
+        ckpt = load_checkpoint(BUNDLED / f"{name}.safetensors")
+        model, diffusion, c = ckpt.model, Diffusion(ckpt.config.make_schedule()), ckpt.config
+        x0, y = run_bound_data(c, c.load_data(), n, seed=0)
+        config = SamplingConfig("ddim", 50, clip_x0=not c.is_points)
+        sample(model, diffusion, 8, ckpt.sample_shape, config)  # warm-up
+        _, base = timed(lambda: sample(model, diffusion, n, ckpt.sample_shape, config, seed=0))  # noqa: B023
+        quick, seconds = timed(lambda: run_bound(model, diffusion, c, x0, y))  # noqa: B023
+        full = bound(model, diffusion, x0, variance="beta", y=y, levels=data_levels(c.dataset), full=True)
+        cells = [name, _pm(quick.bits_per_dim, quick.stderr), _pm(full.bits_per_dim, full.stderr), f"{seconds:.1f}",
+                 f"{base:.1f}", f"{seconds / base:.2f}"]  # fmt: skip
+        lines.append(f"| {' | '.join(cells)} |")
+        print(lines[-1], flush=True)
+    return lines
 
 
 if __name__ == "__main__":

@@ -4,17 +4,17 @@ The core is layered: a module imports only from its own layer and the layers abo
 imports a network, sampling never imports the trainer). tests/test_layers.py holds every module to it and checks
 that no import cycle exists. Where each of Ho et al.'s equations lives: ddpm_core/equations.py.
 
-| layer                 | modules                                                                        |
-|-----------------------|--------------------------------------------------------------------------------|
-| support               | fileio (atomic writes), devices (CPU/GPU, bf16)                                |
-| the math              | schedules, diffusion, objectives, equations, schedule_report                   |
-| networks              | model_limits, models, ema                                                      |
-| data                  | toys, data, idx, images                                                        |
-| runs                  | config, recipes, runs (checkpoints), run_history, run_lock                     |
-| sampling and pictures | pictures, gif, sample, compare, forward, edit_inputs, edit                     |
-| evaluation            | metrics, classifier, evaluate, importance                                      |
-| likelihood, exercise  | likelihood_ode, likelihood, likelihood_cli, exercise_checks, exercises         |
-| training              | distributed, sharing, trainer (the library), train (the CLI)                   |
+| layer                 | modules                                                                                |
+|-----------------------|----------------------------------------------------------------------------------------|
+| support               | fileio (atomic writes), devices (CPU/GPU, bf16)                                        |
+| the math              | schedules, diffusion, objectives, equations, schedule_report                           |
+| networks              | model_limits, models, ema                                                              |
+| data                  | toys, data, idx, images                                                                |
+| runs                  | config, recipes, runs (checkpoints), run_history, run_lock                             |
+| sampling and pictures | pictures, gif, sample, compare, forward, edit_inputs, edit                             |
+| evaluation            | metrics, classifier, evaluate, importance                                              |
+| likelihood, exercise  | likelihood_ode, likelihood, likelihood_cli, likelihood_run, exercise_checks, exercises |
+| training              | distributed, sharing, trainer (the library), train (the CLI)                           |
 
 The CLIs: python -m ddpm_core.train | sample | edit | evaluate | likelihood | classifier | exercises.
 """
@@ -30,7 +30,14 @@ LAYERS = {  # the table above, lowest first
     "runs": ("config", "recipes", "runs", "run_history", "run_lock"),
     "sampling and pictures": ("pictures", "gif", "sample", "compare", "forward", "edit_inputs", "edit"),
     "evaluation": ("metrics", "classifier", "evaluate", "importance"),
-    "likelihood, exercise": ("likelihood_ode", "likelihood", "likelihood_cli", "exercise_checks", "exercises"),
+    "likelihood, exercise": (
+        "likelihood_ode",
+        "likelihood",
+        "likelihood_cli",
+        "likelihood_run",
+        "exercise_checks",
+        "exercises",
+    ),
     "training": ("distributed", "sharing", "trainer", "train"),
 }
 

@@ -254,6 +254,15 @@ def headline_metric(run_dir: Path) -> str:
     return ""
 
 
+def bound_summary(run_dir: Path) -> str:
+    """The variational bound of evaluation.json ("2.88 ± 0.03 bits/dim"), or "" when the run did not measure it."""
+    report = _dict(_dict(runs.read_json(Path(run_dir) / EVALUATION)).get("bound"))
+    if (value := _number(report.get("bits_per_dim"))) is None:
+        return ""
+    stderr = _number(report.get("stderr"))
+    return f"{value:.3g}" + (f" ± {stderr:.2g}" if stderr is not None else "") + " bits/dim"
+
+
 def evaluation_summary(run_dir: Path) -> str:
     """How evaluation.json was made: "1000 DDIM-50 samples at step 1,500", or "" when it says nothing of that."""
     report = _dict(runs.read_json(Path(run_dir) / EVALUATION))
@@ -278,6 +287,7 @@ class RunRow:
     total_steps: int | None
     final_loss: float | None
     metric: str
+    bound: str  # "2.88 ± 0.03 bits/dim", or ""
     state: str
     error: str
     updated: float  # last change (status.json, else the folder), for sorting
@@ -291,6 +301,7 @@ class RunRow:
             "steps": steps,
             "final loss": self.final_loss,
             "metric": self.metric,
+            "bound": self.bound,
             "status": self.state,
         }
 
@@ -338,6 +349,7 @@ def history_row(run_dir: Path) -> RunRow:
         total_steps=int(total) if total else None,
         final_loss=float(records[-1]["loss"]) if records else None,
         metric=headline_metric(run_dir),
+        bound=bound_summary(run_dir),
         state=state,
         error=error,
         updated=updated,

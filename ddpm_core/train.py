@@ -17,7 +17,7 @@ from ddpm_core.config import TrainConfig, add_config_flags, config_from_args, re
 from ddpm_core.data import DatasetError
 from ddpm_core.models import count_parameters
 from ddpm_core.recipes import RECIPES, recipe
-from ddpm_core.run_history import headline_metric
+from ddpm_core.run_history import bound_summary, headline_metric
 from ddpm_core.run_lock import LOCK, RunLock
 from ddpm_core.trainer import Trainer, TrainingError
 
@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     final = f", final loss {metrics[-1]['loss']:.4f}" if metrics else ""
     if score := headline_metric(run_dir):
         final += f", {score}"
+    if nll := bound_summary(run_dir):
+        final += f", bound {nll}"
     print(
         f"{status['state']} at step {status['step']}{final}; {count_parameters(trainer.model):,} parameters; "
         f"run folder {run_dir}"

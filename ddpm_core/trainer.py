@@ -25,6 +25,7 @@ from ddpm_core.devices import for_sampling, precision, resolve_device
 from ddpm_core.diffusion import Diffusion
 from ddpm_core.ema import EMA
 from ddpm_core.evaluate import evaluate_model
+from ddpm_core.likelihood_run import bound_is_cheap, bound_report, run_bound, run_bound_data
 from ddpm_core.models import build_model, describe_model
 from ddpm_core.objectives import loss_weight, training_target
 from ddpm_core.sample import SamplingConfig, every_class, sample_progressive
@@ -269,8 +270,24 @@ class Trainer:
         except (DatasetError, ValueError, RuntimeError) as e:  # e.g. reference images gone, out of memory
             self.log(f"evaluation failed: {e}")
             report = {"error": f"{type(e).__name__}: {e}"}
+        if bound_is_cheap(self.config, tuple(self.data.sample_shape)):
+            report["bound"] = self.measure_bound(n)
         runs.write_json(self.run_dir / runs.EVALUATION, {"step": self.step, "n": n, **report})
         runs.write_status(self.run_dir, "running", step=self.step, phase=None)
+
+    def measure_bound(self, n: int) -> dict:
+        """The variational bound of the EMA weights (ddpm_core.likelihood_run): evaluation.json's "bound"."""
+        c = self.config
+        try:
+            x0, y = run_bound_data(c, self.data, n, seed=c.seed)
+            b = run_bound(for_sampling(self.ema.model, c), self.diffusion, c, x0.to(self.device),
+                          None if y is None else y.to(self.device), seed=c.seed)  # fmt: skip
+        except (ValueError, RuntimeError) as e:
+            self.log(f"the bound failed: {e}")
+            return {"error": f"{type(e).__name__}: {e}"}
+        how = f"σ_t² = β_t, {b.strata} strata, {len(x0)} samples"
+        self.log(f"bound: {b.bits_per_dim:.3f} ± {b.stderr:.3f} bits/dim ({how})")
+        return bound_report(b)
 
     def cycled_labels(self, n: int) -> Tensor | None:
         """Every class in turn (n,) for a conditional model, None otherwise."""

@@ -288,7 +288,9 @@ def _panel(run_dir: Path, smoothing: float, who: Requester, watched: str | None)
     elif state == "running":
         _progress(status, records, run_dir, who)
     if metric := rh.headline_metric(run_dir):
-        st.success(f"Quality of the final EMA weights: {metric} ({rh.evaluation_summary(run_dir)}).")
+        nll = rh.bound_summary(run_dir)
+        bound = f" Variational bound: {nll} (σ_t² = β_t; the Bound page breaks it down)." if nll else ""
+        st.success(f"Quality of the final EMA weights: {metric} ({rh.evaluation_summary(run_dir)}).{bound}")
     elif state in ("failed", "interrupted", "unknown"):
         _failure(row)
     if state in run_controls.ENDED and not busy:  # once exited

@@ -198,6 +198,9 @@ def test_a_run_launched_from_the_page_is_watched_until_done(at, root):
     report = runs.read_json(run / runs.EVALUATION)  # TINY_FORM asks for 50 samples: the metric column is filled
     assert (report["n"], report["step"]) == (50, 30) and row["metric"] == f"pixel FD {report['pixel_fd']:.3g}"
     assert any(s.value.startswith(f"Quality of the final EMA weights: {row['metric']} (50 DDIM-50") for s in at.success)
+    bound = report["bound"]  # the digits' bound is cheap: measured on the same 50, shown in its column and the panel
+    assert bound["n"] == 50 and row["bound"] == f"{bound['bits_per_dim']:.3g} ± {bound['stderr']:.2g} bits/dim"
+    assert any(f"Variational bound: {row['bound']} (σ_t² = β_t" in s.value for s in at.success)
     at.text_input(key="name").set_value("tiny run")
     rerun(at).button(key="launch").click()
     assert "already holds a trained model" in rerun(at).error[0].value

@@ -43,7 +43,7 @@ def test_a_history_row_reads_config_status_metrics_and_evaluation(tmp_path):
     table = rh.history_row(run).table_row()
     assert table == {"name": "moons-run", "dataset": "moons", "schedule": "cosine T=200 + zero SNR",
                      "steps": "30 / 30", "final loss": pytest.approx(1 / 3), "metric": "pixel FD 0.0654",
-                     "status": "done"}  # fmt: skip
+                     "bound": "", "status": "done"}  # fmt: skip
 
 
 def test_history_lists_run_folders_newest_first_and_skips_other_folders(tmp_path):
@@ -182,3 +182,16 @@ def test_records_round_trip_through_the_real_writer(tmp_path):
     rec = record(5, 0.5, time=1.0, elapsed=1.0, buckets=[None, *[0.1] * 9])
     runs.append_metrics(run, rec)
     assert rh.read_records(run) == [json.loads(json.dumps(rec))]
+
+
+@pytest.mark.parametrize(
+    ("bound", "shown"),
+    [({"bits_per_dim": 2.8812, "stderr": 0.0312}, "2.88 ± 0.031 bits/dim"),
+     ({"bits_per_dim": 1.2, "stderr": None}, "1.2 bits/dim"),  # one sample: no standard error
+     ({"error": "RuntimeError: out of memory"}, ""), ({"bits_per_dim": "2.9"}, ""),
+     ({"bits_per_dim": float("nan")}, ""), ("2.9", ""), (None, "")],
+)  # fmt: skip
+def test_the_history_shows_the_bound_of_evaluation_json_when_it_is_a_number(tmp_path, bound, shown):
+    run = make_run(tmp_path, "run")
+    runs.write_json(run / rh.EVALUATION, {"pixel_fd": 0.5, "bound": bound})
+    assert rh.bound_summary(run) == shown and rh.history_row(run).table_row()["bound"] == shown
