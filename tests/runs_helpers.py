@@ -7,6 +7,8 @@ a test that changes a run works on a copy (`copy_run`).
 from __future__ import annotations
 
 import contextlib
+import importlib
+import io
 import os
 import shutil
 import subprocess
@@ -72,6 +74,29 @@ def run_cli(module: str, *args, runs_root: Path, timeout: float = 180) -> subpro
             proc.kill()
             proc.wait()
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def call_cli(module: str, *args, runs_root: Path | None = None) -> subprocess.CompletedProcess:
+    """`python -m ddpm_core.<module> args…` called in this process: its main(argv), with stdout and stderr captured
+    (and runs_root, when given, as the runs folder in the environment), as run_cli has them — without a process's
+    ~3 s of importing torch. For the CLIs' settings and errors; test_cli.py starts each CLI as a real process."""
+    main = importlib.import_module(f"ddpm_core.{module}").main
+    out, err = io.StringIO(), io.StringIO()
+    before = os.environ.get("DDPM_EXPLORER_RUNS")
+    if runs_root is not None:
+        os.environ["DDPM_EXPLORER_RUNS"] = str(runs_root)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as e:  # argparse's usage errors
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        if before is None:
+            os.environ.pop("DDPM_EXPLORER_RUNS", None)
+        else:
+            os.environ["DDPM_EXPLORER_RUNS"] = before
+    return subprocess.CompletedProcess([module, *map(str, args)], code, out.getvalue(), err.getvalue())
 
 
 def wait_until(predicate, proc: subprocess.Popen, timeout: float, what: str):

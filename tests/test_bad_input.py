@@ -42,6 +42,7 @@ from ddpm_core.schedules import MAX_T, SCHEDULES, make_schedule
 from explorer.jobs import run_folder
 from tests.apptest_helpers import open_page, rerun
 from tests.conftest import ROOT
+from tests.runs_helpers import call_cli
 from tests.test_forward import DECODE_CASES, _noise_png, _png
 
 BUNDLED = ROOT / "assets" / "checkpoints" / "digits.safetensors"  # a real checkpoint: no training needed here
@@ -53,7 +54,6 @@ class Env:
     """What a row may use: a scratch folder holding a runs root, a marker file that only running code creates."""
 
     tmp: Path
-    capsys: pytest.CaptureFixture
     monkeypatch: pytest.MonkeyPatch
 
     @property
@@ -66,8 +66,8 @@ class Env:
 
 
 @pytest.fixture
-def env(tmp_path, capsys, monkeypatch) -> Env:
-    e = Env(tmp_path, capsys, monkeypatch)
+def env(tmp_path, monkeypatch) -> Env:
+    e = Env(tmp_path, monkeypatch)
     e.runs_root.mkdir()
     monkeypatch.setenv("DDPM_EXPLORER_RUNS", str(e.runs_root))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -92,14 +92,9 @@ def cli(module: str, *argv) -> Callable[[Env], str]:
     """`python -m ddpm_core.<module> argv…`, in process; `{x}` in argv is env's path x (e.g. {tmp}/evil.pt)."""
 
     def call(env: Env) -> str:
-        import importlib
-
         args = [str(a).format(tmp=env.tmp, runs=env.runs_root) for a in argv]
-        try:
-            rc = importlib.import_module(f"ddpm_core.{module}").main(args)
-        except SystemExit as e:
-            rc = e.code
-        out, err = env.capsys.readouterr()
+        result = call_cli(module, *args)
+        rc, out, err = result.returncode, result.stdout, result.stderr
         assert rc == 2, (rc, out, err)
         assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in out + err, err
         return err.strip()

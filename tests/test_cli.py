@@ -3,7 +3,6 @@ code 2 and an `error: …` line (argparse's `usage:` too for malformed flags), n
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import re
@@ -16,7 +15,7 @@ from ddpm_core import runs
 from ddpm_core.diffusion import Diffusion
 from ddpm_core.gif import MAX_GIF_WIDTH
 from ddpm_core.sample import sample
-from tests.runs_helpers import flags, run_cli, start
+from tests.runs_helpers import call_cli, flags, run_cli, start
 
 MOONS = {"dataset": "moons", "n_points": 500, "steps": 40, "batch_size": 64, "T": 100, "preview_steps": 5,
          "preview_n": 8, "log_every": 10, "device": "cpu"}  # fmt: skip
@@ -46,10 +45,12 @@ def no_traceback(result) -> bool:
 
 def test_train_cli_trains_digits(shared):
     assert shared.returncode == 0 and "Traceback" not in shared.stderr
-    first, scoring, last = shared.stdout.strip().splitlines()
+    first, scoring, bound, last = shared.stdout.strip().splitlines()
     assert first.startswith("digits: 1797 samples of shape (1, 8, 8); UNet")
     assert scoring == "evaluating 100 samples of the EMA weights (DDIM-50)…"
-    done = rf"done at step 60, final loss \d+\.\d{{4}}, pixel FD [\d.]+; [\d,]+ parameters; run folder {shared.path}"
+    assert re.fullmatch(r"bound: \d+\.\d{3} ± \d\.\d{3} bits/dim \(σ_t² = β_t, 50 strata, 100 samples\)", bound)
+    score = r"pixel FD [\d.]+, bound [\d.]+ ± [\d.]+ bits/dim"
+    done = rf"done at step 60, final loss \d+\.\d{{4}}, {score}; [\d,]+ parameters; run folder {shared.path}"
     assert re.fullmatch(done, last)
 
 
@@ -155,13 +156,9 @@ BAD_CALLS = [
 ]
 
 
-def call_main(module: str, argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        rc = importlib.import_module(f"ddpm_core.{module}").main([str(a) for a in argv])
-    except SystemExit as e:  # argparse's errors
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
+def call_main(module: str, argv: list[str]) -> tuple[int, str, str]:
+    result = call_cli(module, *argv)
+    return result.returncode, result.stdout, result.stderr
 
 
 def fill(argv: list[str], shared, tmp_path) -> list[str]:
@@ -173,10 +170,10 @@ def fill(argv: list[str], shared, tmp_path) -> list[str]:
 
 
 @pytest.mark.parametrize(("module", "argv", "message", "usage"), BAD_CALLS)
-def test_bad_calls_exit_2_with_a_message(shared, tmp_path, capsys, module, argv, message, usage):
+def test_bad_calls_exit_2_with_a_message(shared, tmp_path, module, argv, message, usage):
     out_dir = tmp_path / "never-made"
     extra = ["--out", out_dir] if module == "train" else []
-    rc, _, err = call_main(module, [*fill(argv, shared, tmp_path), *extra], capsys)
+    rc, _, err = call_main(module, [*fill(argv, shared, tmp_path), *extra])
     assert rc == 2
     assert message in err
     if usage:
@@ -186,19 +183,19 @@ def test_bad_calls_exit_2_with_a_message(shared, tmp_path, capsys, module, argv,
     assert not out_dir.exists()  # a run that cannot start leaves no folder behind
 
 
-def test_training_over_a_trained_model_needs_resume(shared, capsys):
+def test_training_over_a_trained_model_needs_resume(shared):
     before = (shared.path / runs.METRICS).read_bytes()
-    rc, _, err = call_main("train", [*flags({"steps": 10}), "--out", shared.path], capsys)
+    rc, _, err = call_main("train", [*flags({"steps": 10}), "--out", shared.path])
     assert rc == 2 and err.startswith("error: ") and "already holds a trained model; pass --resume" in err
     assert (shared.path / runs.METRICS).read_bytes() == before
 
 
-def test_resume_without_a_run_says_there_is_nothing(shared, tmp_path, capsys):
-    rc, _, err = call_main("train", ["--resume", "--out", tmp_path / "nothing-here"], capsys)
+def test_resume_without_a_run_says_there_is_nothing(shared, tmp_path):
+    rc, _, err = call_main("train", ["--resume", "--out", tmp_path / "nothing-here"])
     assert rc == 2 and err.startswith("error: nothing to resume: ") and "config.json is missing" in err
     (tmp_path / "started").mkdir()
     (tmp_path / "started" / runs.CONFIG).write_bytes((shared.path / runs.CONFIG).read_bytes())
-    rc, _, err = call_main("train", ["--resume", "--out", tmp_path / "started"], capsys)
+    rc, _, err = call_main("train", ["--resume", "--out", tmp_path / "started"])
     assert rc == 2 and "has the run saved a checkpoint yet?" in err
 
 

@@ -13,7 +13,7 @@ from ddpm_core.data import load_dataset
 from ddpm_core.diffusion import Diffusion
 from ddpm_core.importance import log_snr_density, loss_profile
 from ddpm_core.schedules import make_schedule
-from tests.runs_helpers import run_cli
+from tests.runs_helpers import call_cli
 
 BUNDLED = "assets/checkpoints/digits.safetensors"
 
@@ -48,9 +48,9 @@ def test_a_trained_models_error_falls_as_the_noise_grows():
 
 
 def test_the_cli_prints_the_profile_and_refuses_bad_settings(tmp_path):
-    result = run_cli("importance", "--checkpoint", BUNDLED, "--n-t", 10, "--batch", 32, runs_root=tmp_path)
+    result = call_cli("importance", "--checkpoint", BUNDLED, "--n-t", 10, "--batch", 32, runs_root=tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert len(report["t"]) == len(report["loss"]) == len(report["log_snr"]) == len(report["density"]) == 10
-    bad = run_cli("importance", "--checkpoint", BUNDLED, "--n-t", 1, runs_root=tmp_path)
+    bad = call_cli("importance", "--checkpoint", BUNDLED, "--n-t", 1, runs_root=tmp_path)
     assert bad.returncode == 2 and bad.stderr.startswith("error: n_t must lie in [2, T = 1000], got 1")

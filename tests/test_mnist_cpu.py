@@ -17,7 +17,7 @@ from ddpm_core.devices import cpu_native_bf16, precision, uses_bf16
 from ddpm_core.idx import TEST_IMAGES, TEST_LABELS, read_idx, read_test_set, split_test_set, write_idx
 from ddpm_core.models import PRESETS, ModelConfig, build_model, count_parameters
 from ddpm_core.recipes import recipe_config
-from tests.runs_helpers import run_cli
+from tests.runs_helpers import call_cli
 from tests.test_models import perturbed
 
 
@@ -143,7 +143,7 @@ def test_the_cpu_mnist_recipe_trains_and_samples_on_idx_files_through_the_cli(tm
     mnist_test_files(tmp_path / "src", 60)
     root = split_test_set(tmp_path / "src", tmp_path / "data", train_end=50)
     run = tmp_path / "run"
-    done = run_cli("train", "--recipe", "cpu-mnist", "--data-root", root, "--steps", 3, "--batch-size", 16,
+    done = call_cli("train", "--recipe", "cpu-mnist", "--data-root", root, "--steps", 3, "--batch-size", 16,
                    "--preview-every", 0, "--checkpoint-every", 0, "--log-every", 1, "--out", run,
                    runs_root=tmp_path / "runs")  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -152,14 +152,14 @@ def test_the_cpu_mnist_recipe_trains_and_samples_on_idx_files_through_the_cli(tm
     ckpt = runs.load_checkpoint(run)
     assert ckpt.model_config.patch_size == 2 and ckpt.sample_shape == (1, 28, 28) and ckpt.config.cpu_bf16
     png = tmp_path / "out.png"
-    drawn = run_cli("sample", "--checkpoint", run, "--sampler", "ddim", "--steps", 3, "--n", 4, "--png", png,
+    drawn = call_cli("sample", "--checkpoint", run, "--sampler", "ddim", "--steps", 3, "--n", 4, "--png", png,
                     runs_root=tmp_path / "runs")  # fmt: skip
     assert drawn.returncode == 0, drawn.stderr
     assert png.stat().st_size > 0
 
 
 def test_the_cpu_mnist_recipe_says_how_to_get_mnist_when_it_is_not_on_disk(tmp_path):
-    done = run_cli("train", "--recipe", "cpu-mnist", "--data-root", tmp_path / "empty", "--steps", 1,
+    done = call_cli("train", "--recipe", "cpu-mnist", "--data-root", tmp_path / "empty", "--steps", 1,
                    "--out", tmp_path / "run", runs_root=tmp_path / "runs")  # fmt: skip
     assert done.returncode == 2
     lines = [line for line in done.stderr.splitlines() if line.strip()]

@@ -15,7 +15,7 @@ from ddpm_core.objectives import loss_weight, output_to_eps, training_target
 from ddpm_core.sample import sample_progressive
 from ddpm_core.schedules import make_schedule
 from ddpm_core.trainer import Trainer
-from tests.runs_helpers import TINY, run_cli
+from tests.runs_helpers import TINY, call_cli
 from tests.test_diffusion import TOL, their_scheduler, x_T
 
 THEIR_NAMES = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
@@ -150,19 +150,19 @@ def test_guidance_one_is_conditional_and_zero_is_unconditional_sampling(tmp_path
 
 
 def test_a_conditional_run_scores_the_class_it_was_asked_for(tmp_path):
-    result = run_cli("train", *_flags(TINY), "--steps", 30, "--class-conditional", "--evaluate-n", 40,
+    result = call_cli("train", *_flags(TINY), "--steps", 30, "--class-conditional", "--evaluate-n", 40,
                      "--out", tmp_path / "run", runs_root=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = runs.read_json(tmp_path / "run" / runs.EVALUATION)
     assert report["guidance"] == 1.0 and 0.0 <= report["class_accuracy"] <= 1.0
     ckpt = runs.load_checkpoint(tmp_path / "run")
     assert ckpt.model_config.num_classes == 10 and ckpt.classes == [str(i) for i in range(10)]
-    out = run_cli("sample", "--checkpoint", tmp_path / "run", "--class-label", "7", "--guidance", "2", "--n", 4,
+    out = call_cli("sample", "--checkpoint", tmp_path / "run", "--class-label", "7", "--guidance", "2", "--n", 4,
                   "--sampler", "ddim", "--steps", 5, "--device", "cpu", runs_root=tmp_path)  # fmt: skip
     assert out.returncode == 0, out.stderr
-    wrong = run_cli("sample", "--checkpoint", tmp_path / "run", "--class-label", "cat", runs_root=tmp_path)
+    wrong = call_cli("sample", "--checkpoint", tmp_path / "run", "--class-label", "cat", runs_root=tmp_path)
     assert wrong.returncode == 2 and "unknown class 'cat'; this model knows 0, 1, 2" in wrong.stderr
-    plain = run_cli("sample", "--checkpoint", BUNDLED, "--class-label", "3", runs_root=tmp_path)
+    plain = call_cli("sample", "--checkpoint", BUNDLED, "--class-label", "3", runs_root=tmp_path)
     assert plain.returncode == 2 and "is not class-conditional" in plain.stderr
 
 
@@ -184,7 +184,7 @@ def test_fine_tuning_starts_from_the_checkpoints_weights_and_keeps_its_settings(
 
 
 def test_the_cli_fine_tunes_the_bundled_digits_on_threes(tmp_path):
-    result = run_cli("train", "--init-from", BUNDLED, "--classes", "3", "--steps", 20, "--warmup", 0,
+    result = call_cli("train", "--init-from", BUNDLED, "--classes", "3", "--steps", 20, "--warmup", 0,
                      "--preview-every", 0, "--evaluate-n", 50, "--device", "cpu", "--out", tmp_path / "threes",
                      runs_root=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -217,13 +217,13 @@ def test_bad_objective_settings_are_refused(settings, message):
 
 
 def test_the_cli_trains_and_samples_an_x0_model_with_min_snr_weights(tmp_path):
-    result = run_cli("train", *_flags(TINY), "--steps", 10, "--prediction-type", "x0", "--loss-weighting", "min_snr",
+    result = call_cli("train", *_flags(TINY), "--steps", 10, "--prediction-type", "x0", "--loss-weighting", "min_snr",
                      "--min-snr-gamma", 2, "--out", tmp_path / "x0", runs_root=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
     ckpt = runs.load_checkpoint(tmp_path / "x0")
     assert ckpt.model_config.prediction == "x0" and ckpt.config.min_snr_gamma == 2.0
-    out = run_cli("sample", "--checkpoint", tmp_path / "x0", "--sampler", "ddim", "--steps", 5, "--n", 4,
+    out = call_cli("sample", "--checkpoint", tmp_path / "x0", "--sampler", "ddim", "--steps", 5, "--n", 4,
                   "--npy", tmp_path / "x.npy", runs_root=tmp_path)  # fmt: skip
     assert out.returncode == 0, out.stderr
-    bad = run_cli("train", "--prediction-type", "score", "--out", tmp_path / "bad", runs_root=tmp_path)
+    bad = call_cli("train", "--prediction-type", "score", "--out", tmp_path / "bad", runs_root=tmp_path)
     assert bad.returncode == 2 and "prediction_type must be eps, x0 or v, got 'score'" in bad.stderr

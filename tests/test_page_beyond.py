@@ -11,7 +11,7 @@ import pytest
 from ddpm_core import runs
 from explorer.checkpoints import BUNDLED as BUNDLED_FOLDER
 from tests.apptest_helpers import rerun
-from tests.runs_helpers import TINY, flags, run_cli
+from tests.runs_helpers import TINY, call_cli, flags
 from tests.test_links import open_with
 from tests.test_page_train import at, launch, rerun_until, root, state  # noqa: F401 (fixtures)
 
@@ -46,7 +46,7 @@ def test_picking_a_checkpoint_to_fine_tune_copies_its_settings(at, root):  # noq
 
 
 def test_a_fine_tuned_run_shows_samples_before_and_after(root):  # noqa: F811
-    result = run_cli("train", "--init-from", BUNDLED, "--classes", "3", "--steps", 5, "--warmup", 0,
+    result = call_cli("train", "--init-from", BUNDLED, "--classes", "3", "--steps", 5, "--warmup", 0,
                      "--preview-every", 0, "--evaluate-n", 0, "--out", root / "threes", runs_root=root)  # fmt: skip
     assert result.returncode == 0, result.stderr
     page = open_with("train.py", {"run": "threes"})
@@ -57,7 +57,7 @@ def test_a_fine_tuned_run_shows_samples_before_and_after(root):  # noqa: F811
 
 @pytest.fixture
 def conditional(root):  # noqa: F811
-    result = run_cli("train", *flags(TINY), "--steps", 20, "--class-conditional", "--out", root / "cond",
+    result = call_cli("train", *flags(TINY), "--steps", 20, "--class-conditional", "--out", root / "cond",
                      runs_root=root)  # fmt: skip
     assert result.returncode == 0, result.stderr
     return root / "cond"

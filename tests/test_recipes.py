@@ -13,7 +13,7 @@ from ddpm_core import runs
 from ddpm_core.config import TrainConfig, field_names
 from ddpm_core.recipes import DEFAULT_RECIPE, RECIPES, Recipe, recipe, recipe_config
 from ddpm_core.train import build_parser, new_run_config
-from tests.runs_helpers import run_cli
+from tests.runs_helpers import call_cli
 from tests.test_cli import call_main
 
 DURATION = re.compile(
@@ -127,7 +127,7 @@ def test_recipe_then_config_file_then_flags(tmp_path):
 
 def test_recipe_cpu_digits_trains_the_steps_asked_for(tmp_path):
     out = tmp_path / "run"
-    result = run_cli("train", "--recipe", "cpu-digits", "--steps", 7, *TINY_TAIL, "--device", "cpu", "--out", out,
+    result = call_cli("train", "--recipe", "cpu-digits", "--steps", 7, *TINY_TAIL, "--device", "cpu", "--out", out,
                      runs_root=tmp_path)  # fmt: skip
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert "done at step 7" in result.stdout
