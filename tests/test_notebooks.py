@@ -1,19 +1,23 @@
-"""Both notebooks run to the end in a fresh kernel (nbclient, the venv's python3), briefly: the solution trains, passes
-the grader and writes its GIF; the exercise, untouched, reports every TODO as not done yet and skips the rest. The
-committed notebooks are what notebooks/make_notebooks.py writes, without outputs."""
+"""Both notebooks run to the end in a fresh kernel (nbclient, the venv's python3), briefly: the solution, with ddpm_core
+pip-installed as on Colab and MNIST on disk (small idx files, read by torchvision), trains, passes the grader and
+writes its GIF; the exercise, untouched, from a clone's path, reports every TODO as not done yet and skips the rest.
+The committed notebooks are what notebooks/make_notebooks.py writes, without outputs."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
 import nbformat
+import numpy as np
 import pytest
 from nbclient import NotebookClient
 from PIL import Image
 
 from ddpm_core.exercises import EXERCISES
+from ddpm_core.idx import write_idx
 from tests.conftest import ROOT
 
 NOTEBOOKS = ROOT / "notebooks"
@@ -38,13 +42,51 @@ def _run(name: str, cwd) -> str:
     return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
 
-def test_the_solution_notebook_trains_samples_and_writes_its_gif(brief_run):
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """The repository pip-installed into a folder of its own, as a Colab user installs it: built from a copy of its
+    sources (the build leaves the clone untouched), offline, without its dependencies (this venv has them)."""
+    tmp = tmp_path_factory.mktemp("pip")
+    src, site = tmp / "src", tmp / "site"
+    for package in ("ddpm_core", "explorer"):
+        shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", src)
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index"]
+    subprocess.run([*pip, "--target", str(site), str(src)], check=True, capture_output=True)
+    return site
+
+
+def _write_mnist(data_root, n: int = 64) -> None:
+    """torchvision's MNIST layout under data_root: idx files of n 28×28 images (a bar at a place given by the
+    label), read by the real loader."""
+    raw = data_root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    labels = np.arange(n, dtype=np.uint8) % 10
+    images = np.zeros((n, 28, 28), np.uint8)
+    for i, label in enumerate(labels):
+        images[i, 4:24, 2 + 2 * label : 6 + 2 * label] = 255
+    for split in ("train", "t10k"):
+        write_idx(raw / f"{split}-images-idx3-ubyte", images)
+        write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
+
+
+def test_the_solution_notebook_pip_installed_trains_on_mnist_on_disk_and_writes_its_gif(
+    brief_run, installed, monkeypatch
+):
+    monkeypatch.setenv("PYTHONPATH", str(installed))  # ddpm_core from the install only: no clone on the path
+    monkeypatch.setenv("DDPM_NOTEBOOK_DATASET", "auto")  # MNIST, because its files are under data/
+    monkeypatch.setenv("DDPM_NOTEBOOK_STEPS", "5")
+    monkeypatch.setenv("DDPM_NOTEBOOK_T", "10")
+    _write_mnist(brief_run / "data")
     out = _run("ddpm_solution.ipynb", brief_run)
+    assert f"ddpm_core from {installed / 'ddpm_core'};" in out
+    assert "mnist: (64, 1, 28, 28) pixels in [0, 1]" in out
     assert f"{len(EXERCISES)} of {len(EXERCISES)} passed" in out
-    assert "step    20/20" in out and "Skipped" not in out
+    assert "step     5/5" in out and "Skipped" not in out
     with Image.open(brief_run / "ddpm_samples.gif") as gif:
         assert gif.n_frames > 1
-    assert (brief_run / "ddpm_samples.png").stat().st_size > 0
+    with Image.open(brief_run / "ddpm_samples.png") as grid:
+        assert min(grid.size) >= 8 * 28  # 64 samples of 28×28
 
 
 def test_the_exercise_notebook_runs_to_the_end_with_every_todo_not_done(brief_run):
