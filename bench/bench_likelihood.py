@@ -8,7 +8,7 @@ and how long an estimate takes on this CPU.
    same model (ratios, not absolute times, compare across days).
 3. What the bound adds to the end of a training run (ddpm_core.likelihood_run: σ_t² = β_t, 50 strata, 1000
    samples), against the DDIM-50 sampling of the run's 1000-sample evaluation, and how far the stratified estimate
-   lies from the full sum.
+   lies from the full sum, with geometric strata (likelihood.geometric_strata) and with equal ones.
 
 Usage: python bench/bench_likelihood.py [--n-images 100] [--n-points 300] [--run-end-only] [--write]
 """
@@ -16,6 +16,7 @@ Usage: python bench/bench_likelihood.py [--n-images 100] [--n-points 300] [--run
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import sys
 import time
@@ -29,6 +30,7 @@ import torch  # noqa: E402
 from bench.bench_mnist_cpu import flags_line  # noqa: E402
 from bench.bench_throughput import matmul_peak  # noqa: E402
 from bench.common import machine, publish  # noqa: E402
+from ddpm_core import likelihood  # noqa: E402
 from ddpm_core.diffusion import Diffusion  # noqa: E402
 from ddpm_core.likelihood import bound, data_levels, ode_log_likelihood  # noqa: E402
 from ddpm_core.likelihood_cli import evaluation_data  # noqa: E402
@@ -110,15 +112,23 @@ def model_rows(args) -> list[str]:
     return [*lines, ""]
 
 
+def equal_strata(T: int, k: int) -> list[tuple[int, int]]:
+    """The partition geometric_strata replaced, for comparison: K strata of t = 2 … T of equal size (to within one)."""
+    edges = torch.linspace(1, T, k + 1, dtype=torch.float64).round().long().tolist()
+    return list(itertools.pairwise(edges))
+
+
 def run_end_rows() -> list[str]:
-    """The bound a run adds to its evaluation (likelihood_run), timed against that evaluation's DDIM-50 sampling."""
+    """The bound a run adds to its evaluation (likelihood_run), timed against that evaluation's DDIM-50 sampling, with
+    the same estimate over equal strata and the full sum over t of the same samples."""
     n = RUN_BOUND_MAX_N
     lines = [
-        f"The bound at the end of a run (ddpm_core.likelihood_run: σ_t² = β_t, 50 strata, {n} samples), against the "
-        f"DDIM-50 sampling of the run's {n}-sample evaluation and the full sum over t of the same {n} samples:",
+        f"The bound at the end of a run (ddpm_core.likelihood_run: σ_t² = β_t, 50 geometric strata, {n} samples), "
+        f"against the same estimate over 50 equal strata, the full sum over t of the same {n} samples, and the DDIM-50 "
+        f"sampling of the run's {n}-sample evaluation:",
         "",
-        "| model | run-end bound | full sum, same samples | s, run-end bound | s, DDIM-50 × 1000 | bound / sampling |",
-        "|---|---|---|---|---|---|",
+        "| model | run-end bound | equal strata | full sum | s, run-end bound | s, DDIM-50 × 1000 | bound / sampling |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name in ("digits", "moons", "swiss_roll"):
         ckpt = load_checkpoint(BUNDLED / f"{name}.safetensors")
@@ -128,9 +138,14 @@ def run_end_rows() -> list[str]:
         sample(model, diffusion, 8, ckpt.sample_shape, config)  # warm-up
         _, base = timed(lambda: sample(model, diffusion, n, ckpt.sample_shape, config, seed=0))  # noqa: B023
         quick, seconds = timed(lambda: run_bound(model, diffusion, c, x0, y))  # noqa: B023
+        geometric, likelihood.geometric_strata = likelihood.geometric_strata, equal_strata
+        try:
+            equal = run_bound(model, diffusion, c, x0, y)
+        finally:
+            likelihood.geometric_strata = geometric
         full = bound(model, diffusion, x0, variance="beta", y=y, levels=data_levels(c.dataset), full=True)
-        cells = [name, _pm(quick.bits_per_dim, quick.stderr), _pm(full.bits_per_dim, full.stderr), f"{seconds:.1f}",
-                 f"{base:.1f}", f"{seconds / base:.2f}"]  # fmt: skip
+        estimates = [_pm(b.bits_per_dim, b.stderr) for b in (quick, equal, full)]
+        cells = [name, *estimates, f"{seconds:.1f}", f"{base:.1f}", f"{seconds / base:.2f}"]
         lines.append(f"| {' | '.join(cells)} |")
         print(lines[-1], flush=True)
     return lines

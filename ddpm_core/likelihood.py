@@ -48,8 +48,9 @@ from ddpm_core.objectives import output_to_eps, prediction_of
 from ddpm_core.sample import CPU_CHUNK
 from ddpm_core.schedules import Schedule
 
-__all__ = ["Bound", "LossWeights", "OdeLikelihood", "bound", "data_levels", "decoder_term", "kl_term",
-           "log_alpha_bar_at", "loss_weights", "model_variances", "ode_log_likelihood", "prior_term"]  # fmt: skip
+__all__ = ["Bound", "LossWeights", "OdeLikelihood", "bound", "data_levels", "decoder_term", "geometric_strata",
+           "kl_term", "log_alpha_bar_at", "loss_weights", "model_variances", "ode_log_likelihood",
+           "prior_term"]  # fmt: skip
 
 FULL_SUM_MAX = 2_000_000  # bound() sums every t when N·T sample-steps are at most this (all 1797 digits × T = 1000)
 DEFAULT_STRATA = 50  # strata of t = 2 … T in the stratified estimate: K + 1 network evaluations per sample
@@ -273,10 +274,14 @@ class Bound:
     wall_time: float  # seconds
 
 
-def _strata(T: int, k: int) -> list[tuple[int, int]]:
-    """K strata [lo, hi) of the indices 1 … T−1 (the paper's t = 2 … T), of equal size to within one."""
-    edges = torch.linspace(1, T, k + 1, dtype=torch.float64).round().long().tolist()
-    return list(itertools.pairwise(edges))
+def geometric_strata(T: int, k: int) -> list[tuple[int, int]]:
+    """K strata [lo, hi) partitioning the indices 1 … T−1 (t = 2 … T), edges ≈ T^(i/K): single t where L_{t−1} is
+    largest, ever wider towards T. Unbiased like any partition; on the bundled digits its standard error is 0.016
+    bits/dim against equal strata's 0.12 (the full sum's: 0.015), at the same K + 1 evaluations (bench/RESULTS.md)."""
+    edges = [1]
+    for i in range(1, k):
+        edges.append(min(max(round(T ** (i / k)), edges[-1] + 1), T - (k - i)))  # rising; room for the rest
+    return list(itertools.pairwise([*edges, T]))
 
 
 def _steps(T: int, n: int, strata: list | None, generator: torch.Generator):
@@ -307,11 +312,12 @@ def bound(
     bits/dim, with its mean and standard error over the samples.
 
     full: sum every t = 1 … T (N·T network evaluations); None chooses it when N·T ≤ FULL_SUM_MAX. Otherwise the
-    stratified estimate: t = 2 … T split into `strata` strata of equal size (to within one), one t drawn uniformly
-    per stratum and sample, its L_{t−1} weighted by the stratum's size — unbiased, at strata + 1 evaluations per
-    sample; the standard error then covers the t draws too. levels: the decoder's (data_levels(dataset); required
-    for images, None for 2D points). y: (N,) labels of a class-conditional model (no guidance). seed: the noise and
-    the t draws. progress(done, total) is called after each batch of network evaluations, in samples.
+    stratified estimate: t = 2 … T split into `strata` strata (geometric_strata: narrow at small t), one t drawn
+    uniformly per stratum and sample, its L_{t−1} weighted by the stratum's size — unbiased, at strata + 1
+    evaluations per sample; the standard error then covers the t draws too. levels: the decoder's
+    (data_levels(dataset); required for images, None for 2D points). y: (N,) labels of a class-conditional model
+    (no guidance). seed: the noise and the t draws. progress(done, total) is called after each batch of network
+    evaluations, in samples.
     """
     start = time.perf_counter()
     T, sigma2 = diffusion.num_timesteps, model_variances(diffusion.schedule, variance)
@@ -329,7 +335,7 @@ def bound(
     sums, draws = torch.zeros(T, dtype=torch.float64), torch.zeros(T, dtype=torch.long)
     kl, decoder = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
     chunk = CPU_CHUNK if device.type == "cpu" else GPU_CHUNK
-    total, done, strata_edges = n * (T if full else strata + 1), 0, None if full else _strata(T, strata)
+    total, done, strata_edges = n * (T if full else strata + 1), 0, None if full else geometric_strata(T, strata)
     for lo in range(0, n, chunk):
         part = slice(lo, lo + chunk)
         xb, yb = x0[part], None if y is None else y[part]

@@ -32,6 +32,10 @@ from explorer.checkpoints import Loaded
 RESULT = "bound.result"  # session state: the last measurement's BoundView
 VARIANCES = {"posterior": "σ_t² = β̃_t", "beta": "σ_t² = β_t"}  # the page's order: the sampler's default first
 COLOURS = {"posterior": "#1f77b4", "beta": "#d62728"}
+STRATA_HELP = (
+    "K + 1 network evaluations a sample. The strata are single t at small t, where L_{t−1} is largest, "
+    "and widen geometrically towards T (ddpm_core.likelihood.geometric_strata)"
+)
 TERMS = {"every": "every t (the exact sum)", "strata": "stratified: one t in each of K strata"}
 DEFAULT_N = {"images": 32, "points": 100}
 MAX_N = {"images": 256, "points": 2000}
@@ -71,7 +75,7 @@ def settings(loaded: Loaded) -> Settings:
     strata = DEFAULT_STRATA
     if terms == "strata":
         strata = int(links.slider("K strata", key="strata", default=min(DEFAULT_STRATA, loaded.T - 1), min_value=1,
-                                  max_value=loaded.T - 1, help="K + 1 network evaluations a sample"))  # fmt: skip
+                                  max_value=loaded.T - 1, help=STRATA_HELP))  # fmt: skip
     return Settings(n, seed, terms == "every", strata)
 
 

@@ -3,6 +3,7 @@ the optimal ε-predictor is linear and the true log-density is known, and on the
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -137,6 +138,15 @@ def test_every_prediction_target_gives_the_same_bound_and_ode():
         assert torch.allclose(odes[p].log_likelihood, odes["eps"].log_likelihood, rtol=1e-7, atol=1e-7)
 
 
+@pytest.mark.parametrize(("T", "k"), [(1000, 50), (1000, 1), (1000, 999), (200, 10), (10, 9), (2, 1), (4000, 50)])
+def test_the_strata_partition_t_2_to_T_single_t_first_widest_last(T, k):
+    strata = lk.geometric_strata(T, k)
+    assert len(strata) == k and strata[0][0] == 1 and strata[-1][1] == T
+    assert all(hi == lo for (_, hi), (lo, _) in itertools.pairwise(strata))  # contiguous: each index once
+    sizes = [hi - lo for lo, hi in strata]
+    assert min(sizes) >= 1 and (sizes[0] == 1 or k == 1) and sizes[-1] == max(sizes)
+
+
 def test_stratified_estimate_is_unbiased_on_gaussian_data():
     schedule = scaled_linear(200)
     d, x0 = Diffusion(schedule), gaussian_data(4000, seed=5)
@@ -234,6 +244,7 @@ def test_the_full_bound_of_the_digits_model_adds_up_and_the_stratified_one_agree
           f"L_0 {full.decoder:.2e}) in {full.wall_time:.1f} s; stratified {strat.bits_per_dim:.3f} ± "
           f"{strat.stderr:.3f} in {strat.wall_time:.1f} s")  # fmt: skip
     assert abs(float(diff.mean())) < 4 * se
+    assert strat.stderr < 2 * full.stderr  # geometric strata: about the full sum's spread at 51 evaluations, not 1000
     assert strat.per_t.isnan().sum() > 0 and not strat.per_t[0].isnan() and int(strat.draws.sum()) == 8 * 51
     assert 1.0 < full.bits_per_dim < math.log2(17)  # better than a uniform guess over the 17 levels
 
