@@ -78,8 +78,8 @@ def test_overrides_apply_and_unknown_slugs_or_fields_are_refused():
 # The CLI
 
 
-def test_list_recipes_prints_every_slug_title_and_note(capsys):
-    rc, out, err = call_main("train", ["--list-recipes"], capsys)
+def test_list_recipes_prints_every_slug_title_and_note():
+    rc, out, err = call_main("train", ["--list-recipes"])
     assert rc == 0 and not err
     header, *rows = out.strip().splitlines()
     assert header.split() == ["slug", "title", "note"] and len(rows) == len(RECIPES)
@@ -102,9 +102,9 @@ def test_the_help_documents_recipe_and_list_recipes(capsys):
         (["--recipe", "cpu-digits", "--init-from", "runs/x"], "error: --recipe gives a new run's settings, but --init"),
     ],
 )
-def test_a_bad_recipe_call_exits_2_with_one_error_line(tmp_path, capsys, argv, message):
+def test_a_bad_recipe_call_exits_2_with_one_error_line(tmp_path, argv, message):
     out_dir = tmp_path / "never-made"
-    rc, out, err = call_main("train", [*argv, "--out", out_dir], capsys)
+    rc, out, err = call_main("train", [*argv, "--out", out_dir])
     assert rc == 2 and err.startswith(message) and err.count("\n") == 1 and not out
     assert not out_dir.exists()
 
