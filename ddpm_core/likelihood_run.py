@@ -10,6 +10,8 @@ of RUN_BOUND_STRATA: 51 network evaluations per sample, about as many as the DDI
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -52,7 +54,7 @@ def bound_report(b: Bound) -> dict:
     """The "bound" entry of evaluation.json: the total ± its standard error, its three parts and how it was made."""
     return {
         "bits_per_dim": round(b.bits_per_dim, 4),
-        "stderr": None if b.stderr != b.stderr else round(b.stderr, 4),  # NaN (one sample): none
+        "stderr": None if math.isnan(b.stderr) else round(b.stderr, 4),  # NaN (one sample): none
         "prior": round(b.prior, 6),
         "kl": round(b.kl, 4),
         "decoder": round(b.decoder, 4),

@@ -245,27 +245,39 @@ def log_error(run_dir: Path) -> str:
     return errors[-1] if errors else (tail[-1] if tail else "")
 
 
+def read_evaluation(run_dir: Path) -> dict:
+    """evaluation.json as a dict ({} when it is missing, unreadable or not an object)."""
+    return _dict(runs.read_json(Path(run_dir) / EVALUATION))
+
+
 def headline_metric(run_dir: Path) -> str:
     """The main score of evaluation.json ("pixel FD 0.065"), or "" when the run was not evaluated."""
-    report = _dict(runs.read_json(Path(run_dir) / EVALUATION))
+    return _headline(read_evaluation(run_dir))
+
+
+def bound_summary(run_dir: Path) -> str:
+    """The variational bound of evaluation.json ("2.88 ± 0.03 bits/dim"), or "" when the run did not measure it."""
+    return _bound(read_evaluation(run_dir))
+
+
+def _headline(report: dict) -> str:
     for key, label in HEADLINE_METRICS:
         if (value := _number(report.get(key))) is not None:
             return f"{label} {value:.3g}"
     return ""
 
 
-def bound_summary(run_dir: Path) -> str:
-    """The variational bound of evaluation.json ("2.88 ± 0.03 bits/dim"), or "" when the run did not measure it."""
-    report = _dict(_dict(runs.read_json(Path(run_dir) / EVALUATION)).get("bound"))
-    if (value := _number(report.get("bits_per_dim"))) is None:
+def _bound(report: dict) -> str:
+    bound = _dict(report.get("bound"))
+    if (value := _number(bound.get("bits_per_dim"))) is None:
         return ""
-    stderr = _number(report.get("stderr"))
+    stderr = _number(bound.get("stderr"))
     return f"{value:.3g}" + (f" ± {stderr:.2g}" if stderr is not None else "") + " bits/dim"
 
 
 def evaluation_summary(run_dir: Path) -> str:
     """How evaluation.json was made: "1000 DDIM-50 samples at step 1,500", or "" when it says nothing of that."""
-    report = _dict(runs.read_json(Path(run_dir) / EVALUATION))
+    report = read_evaluation(run_dir)
     n, steps, step = (report.get(k) for k in ("n", "steps", "step"))
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (n, steps)):
         return ""
@@ -330,6 +342,7 @@ def run_dirs(runs_root: Path) -> list[Path]:
 def history_row(run_dir: Path) -> RunRow:
     run_dir = Path(run_dir)
     config, status, records = read_config(run_dir), read_status(run_dir), read_records(run_dir)
+    evaluation = read_evaluation(run_dir)
     state = run_state(status)
     error = status.get("error") if isinstance(status.get("error"), str) else ""
     if state == "interrupted":
@@ -348,8 +361,8 @@ def history_row(run_dir: Path) -> RunRow:
         step=step,
         total_steps=int(total) if total else None,
         final_loss=float(records[-1]["loss"]) if records else None,
-        metric=headline_metric(run_dir),
-        bound=bound_summary(run_dir),
+        metric=_headline(evaluation),
+        bound=_bound(evaluation),
         state=state,
         error=error,
         updated=updated,

@@ -11,14 +11,13 @@ import subprocess
 import sys
 
 import nbformat
-import numpy as np
 import pytest
 from nbclient import NotebookClient
 from PIL import Image
 
 from ddpm_core.exercises import EXERCISES
-from ddpm_core.idx import write_idx
 from tests.conftest import ROOT
+from tests.test_data import _write_mnist
 
 NOTEBOOKS = ROOT / "notebooks"
 
@@ -56,20 +55,6 @@ def installed(tmp_path_factory):
     return site
 
 
-def _write_mnist(data_root, n: int = 64) -> None:
-    """torchvision's MNIST layout under data_root: idx files of n 28×28 images (a bar at a place given by the
-    label), read by the real loader."""
-    raw = data_root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    labels = np.arange(n, dtype=np.uint8) % 10
-    images = np.zeros((n, 28, 28), np.uint8)
-    for i, label in enumerate(labels):
-        images[i, 4:24, 2 + 2 * label : 6 + 2 * label] = 255
-    for split in ("train", "t10k"):
-        write_idx(raw / f"{split}-images-idx3-ubyte", images)
-        write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
-
-
 def test_the_solution_notebook_pip_installed_trains_on_mnist_on_disk_and_writes_its_gif(
     brief_run, installed, monkeypatch
 ):
@@ -77,7 +62,7 @@ def test_the_solution_notebook_pip_installed_trains_on_mnist_on_disk_and_writes_
     monkeypatch.setenv("DDPM_NOTEBOOK_DATASET", "auto")  # MNIST, because its files are under data/
     monkeypatch.setenv("DDPM_NOTEBOOK_STEPS", "5")
     monkeypatch.setenv("DDPM_NOTEBOOK_T", "10")
-    _write_mnist(brief_run / "data")
+    _write_mnist(brief_run / "data", "MNIST", n_train=64)  # idx files in torchvision's layout
     out = _run("ddpm_solution.ipynb", brief_run)
     assert f"ddpm_core from {installed / 'ddpm_core'};" in out
     assert "mnist: (64, 1, 28, 28) pixels in [0, 1]" in out
