@@ -27,9 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from bench.bench_mnist_cpu import flags_line  # noqa: E402
 from bench.bench_throughput import matmul_peak  # noqa: E402
-from bench.common import machine, publish  # noqa: E402
+from bench.common import flags_line, machine, publish  # noqa: E402
 from ddpm_core import likelihood  # noqa: E402
 from ddpm_core.diffusion import Diffusion  # noqa: E402
 from ddpm_core.likelihood import bound, data_levels, ode_log_likelihood  # noqa: E402

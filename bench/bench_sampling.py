@@ -30,7 +30,7 @@ from bench.common import machine, publish  # noqa: E402
 from ddpm_core.diffusion import Diffusion  # noqa: E402
 from ddpm_core.metrics import digits_report  # noqa: E402
 from ddpm_core.runs import load_checkpoint  # noqa: E402
-from ddpm_core.sample import _predict_eps, sample  # noqa: E402
+from ddpm_core.sample import predict_eps, sample  # noqa: E402
 
 CHECKPOINT = ROOT / "assets" / "checkpoints" / "digits.safetensors"
 DDIM_STEPS = (250, 100, 50, 20, 10)
@@ -171,7 +171,7 @@ def loop_rows(model: nn.Module, diffusion: Diffusion, shape: tuple[int, ...], ba
         return model(x, t.expand(len(x)))
 
     def chunked(x: Tensor, t: Tensor) -> Tensor:
-        return _predict_eps(model, x, t.expand(len(x)), None)
+        return predict_eps(model, x, t.expand(len(x)), None)
 
     rows = []
     for label, kw, variance in LOOPS:

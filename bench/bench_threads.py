@@ -8,7 +8,13 @@ server's torch threads; for each: the sampler alone, the trainer alone, then bot
 the sampling window). The server is a process of its own here, so that its environment is set before torch loads.
 The app does what the "now" row does (explorer/cpu_share.py).
 
-Usage: python bench/bench_threads.py [--window 20] [--write]
+--case busy-core: one core busy with an unrelated process (a pure-Python loop, as a browser tab or another program
+keeps a laptop's core busy). The trainer (images/s over a window) and the server's sampling (64 MNIST digits from
+the bundled model, DDIM-50, the median of 3) at torch's default threads, at 1 thread, and choosing by measurement
+(ddpm_core.threads, what the trainer and the app do now); quiet, busy from the start, and (the trainer) busy from
+the middle of its run on.
+
+Usage: python bench/bench_threads.py [--window 20] [--case sharing|busy-core] [--write]
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from bench.common import machine, publish  # noqa: E402
 from ddpm_core.recipes import DEFAULT_RECIPE, RECIPES  # noqa: E402
 
 CHECKPOINT = ROOT / "assets" / "checkpoints" / "digits.safetensors"
+MNIST_CHECKPOINT = ROOT / "assets" / "checkpoints" / "mnist.safetensors"  # the Sample page's default
 ALONE_S = 10  # the trainer's images/s with nothing else running
 WINDOW_S = 20  # how long the sampler samples again and again, alone and beside the trainer
 MAX_WAIT_S = 120  # for the trainer's next log record after a window
@@ -171,12 +178,130 @@ def measure(policy: Policy, window: float, tmp: Path) -> list[dict]:
     return rows
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# One core busy with an unrelated process
+
+BUSY_LOOP = "while True: pass"  # one core's worth of an unrelated program
+THREAD_MODES = {  # name: (environment, what it is)
+    "default": ({"DDPM_EXPLORER_TUNE_THREADS": "0"}, "torch's default (2 threads), before"),
+    "one": ({"DDPM_EXPLORER_TUNE_THREADS": "0", "OMP_NUM_THREADS": "1"}, "1 thread"),
+    "tuned": ({}, "chosen by measuring (ddpm_core.threads), now"),
+}
+TUNED_SAMPLER = """
+import json, statistics, sys, time
+import torch
+from ddpm_core import Diffusion, make_schedule
+from ddpm_core.runs import load_checkpoint
+from ddpm_core.sample import sample
+from ddpm_core.threads import ThreadTuner, tuning_enabled
+ckpt = load_checkpoint(sys.argv[1])
+diffusion = Diffusion(make_schedule(ckpt.config.schedule, ckpt.config.T))
+times, threads = [], []
+for _ in range(int(sys.argv[2])):
+    tuner = ThreadTuner() if tuning_enabled() else None  # what the Sample page's progress callback does
+    last = [time.perf_counter()]
+    def progress(done, total):
+        if tuner is not None:
+            tuner.observe(time.perf_counter() - last[0])
+        last[0] = time.perf_counter()
+    start = time.perf_counter()
+    sample(ckpt.model, diffusion, 64, ckpt.sample_shape, sampler="ddim", steps=50, progress=progress)
+    times.append(time.perf_counter() - start)
+    threads.append(torch.get_num_threads())
+print(json.dumps({"seconds": statistics.median(times), "threads": threads}))
+"""
+
+
+def busy_core() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", BUSY_LOOP], start_new_session=True)
+
+
+def trainer_speed(folder: Path, env: dict, window: float, busy_from: float | None) -> tuple[float, list[int]]:
+    """The default recipe's images/s over `window` s once it trains; with busy_from, an unrelated busy process
+    starts that many seconds into the window and the images/s are those after it. Also the thread counts logged."""
+    trainer = start_trainer(folder, env)
+    busy = None
+    try:
+        if busy_from is not None and busy_from <= 0:
+            busy = busy_core()
+        start = time.time()
+        if busy_from is not None and busy_from > 0:
+            time.sleep(busy_from)
+            busy, start = busy_core(), time.time()
+        time.sleep(window)
+        speed = images_per_s(folder, start, time.time())
+        threads = [r["cpu_threads"] for r in records(folder) if r["time"] >= start]
+    finally:
+        for proc in (trainer, busy):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+    return speed, threads
+
+
+def sampler_speed(env: dict, busy: bool, repeats: int = 3) -> dict:
+    load = busy_core() if busy else None
+    try:
+        out = subprocess.run([sys.executable, "-c", TUNED_SAMPLER, str(MNIST_CHECKPOINT), str(repeats)], cwd=ROOT,
+                             env={**os.environ, **env}, capture_output=True, text=True, check=True)  # fmt: skip
+    finally:
+        if load is not None:
+            load.kill()
+            load.wait()
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def busy_core_case(window: float, tmp: Path) -> list[str]:
+    loads = {"quiet": None, "busy from the start": 0.0, f"busy from {window / 2:g} s in": window / 2}
+    train, sampling = {}, {}
+    for mode, (env, _) in THREAD_MODES.items():
+        for load, busy_from in loads.items():
+            folder = tmp / f"{mode}-{len(train)}" / "run"
+            folder.parent.mkdir(parents=True)
+            train[mode, load] = trainer_speed(folder, env, window, busy_from)
+            print(mode, load, train[mode, load], flush=True)
+        for busy in (False, True):
+            sampling[mode, busy] = sampler_speed(env, busy)
+            print(mode, busy, sampling[mode, busy], flush=True)
+    lines = [
+        f"## Threads: one core busy with an unrelated process — {time.strftime('%Y-%m-%d')} — {machine()}",
+        "",
+        f"`python bench/bench_threads.py --case busy-core --window {window:g}` — an unrelated process spins on one "
+        f"core (`python -c '{BUSY_LOOP}'`). The Train page's default recipe in its own process: images/s over "
+        f'{window:g} s (for "busy from the middle": after the busy process started, so the trainer must notice '
+        "the jump); 64 MNIST digits sampled with DDIM-50 (the bundled model; median of 3 in one process).",
+        "",
+        "| threads | trainer quiet (img/s) | trainer, core busy | kept of 1 thread's, busy | trainer, busy from "
+        "the middle | threads logged while busy | sampling quiet | sampling, core busy |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    busy_keys = list(loads)[1:]
+    one_busy = train["one", busy_keys[0]][0]
+    for mode, (_, what) in THREAD_MODES.items():
+        quiet, busy, middle = (train[mode, load] for load in loads)
+        logged = sorted(set(busy[1] + middle[1]))
+        lines.append(
+            f"| {what} | {quiet[0]:,.0f} | {busy[0]:,.0f} | {busy[0] / one_busy:.2f}× | {middle[0]:,.0f} "
+            f"| {', '.join(map(str, logged))} | {sampling[mode, False]['seconds']:.2f} s "
+            f"| {sampling[mode, True]['seconds']:.2f} s |"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--window", type=float, default=WINDOW_S, help="seconds of sampling per measurement")
+    p.add_argument("--case", choices=["sharing", "busy-core"], default="sharing",
+                   help="sharing: the app samples while a run trains; busy-core: an unrelated process")  # fmt: skip
     p.add_argument("--write", action="store_true", help="append the table to bench/RESULTS.md")
     args = p.parse_args(argv)
     began = time.time()
+    if args.case == "busy-core":
+        with tempfile.TemporaryDirectory() as tmp:
+            lines = busy_core_case(args.window, Path(tmp))
+        lines += ["", f"- The whole run took {time.time() - began:.0f} s; nothing else ran."]
+        publish(lines, args.write)
+        return 0
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for policy in POLICIES:

@@ -142,9 +142,8 @@ def main() -> None:
     import PIL
     import torch
 
-    from bench.bench_mnist_cpu import flags_line
     from bench.bench_throughput import matmul_peak
-    from bench.common import machine, publish
+    from bench.common import flags_line, machine, publish
     from ddpm_core.images import MAX_DECODED_BYTES, MAX_PIXELS
 
     peak = matmul_peak(torch.get_num_threads(), 2048, 5)

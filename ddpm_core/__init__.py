@@ -6,12 +6,12 @@ that no import cycle exists. Where each of Ho et al.'s equations lives: ddpm_cor
 
 | layer                 | modules                                                                                |
 |-----------------------|----------------------------------------------------------------------------------------|
-| support               | fileio (atomic writes), devices (CPU/GPU, bf16)                                        |
+| support               | fileio (atomic writes), devices (CPU/GPU, bf16), threads (torch's thread count)        |
 | the math              | schedules, diffusion, objectives, equations, schedule_report                           |
 | networks              | model_limits, models, ema                                                              |
 | data                  | toys, data, idx, images                                                                |
 | runs                  | config, recipes, runs (checkpoints), run_history, run_lock                             |
-| sampling and pictures | pictures, gif, sample, compare, forward, edit_inputs, edit                             |
+| sampling and pictures | pictures, gif, sample, sampling_cost, compare, forward, edit_inputs, edit              |
 | evaluation            | metrics, classifier, evaluate, importance                                              |
 | likelihood, exercise  | likelihood_ode, likelihood, likelihood_cli, likelihood_run, exercise_checks, exercises |
 | training              | distributed, sharing, trainer (the library), train (the CLI)                           |
@@ -23,12 +23,21 @@ from ddpm_core.diffusion import Diffusion, Posterior, Step, extract
 from ddpm_core.schedules import SCHEDULES, Schedule, make_schedule
 
 LAYERS = {  # the table above, lowest first
-    "support": ("fileio", "devices"),
+    "support": ("fileio", "devices", "threads"),
     "the math": ("schedules", "diffusion", "objectives", "equations", "schedule_report"),
     "networks": ("model_limits", "models", "ema"),
     "data": ("toys", "data", "idx", "images"),
     "runs": ("config", "recipes", "runs", "run_history", "run_lock"),
-    "sampling and pictures": ("pictures", "gif", "sample", "compare", "forward", "edit_inputs", "edit"),
+    "sampling and pictures": (
+        "pictures",
+        "gif",
+        "sample",
+        "sampling_cost",
+        "compare",
+        "forward",
+        "edit_inputs",
+        "edit",
+    ),
     "evaluation": ("metrics", "classifier", "evaluate", "importance"),
     "likelihood, exercise": (
         "likelihood_ode",

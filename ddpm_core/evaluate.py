@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 
 from torch import Tensor, nn
 
@@ -72,10 +73,12 @@ def evaluate_model(
     seed: int = 0,
     y: Tensor | None = None,
     guidance: float = 1.0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Draw n samples of shape (C, H, W) or (2,) and score them: the report of evaluation.json (sampler, its
     number of steps, sampling seconds, then quality_metrics). y: (n,) requested classes of a conditional model; on
-    digits the report then says how often the classifier agrees ("class_accuracy")."""
+    digits the report then says how often the classifier agrees ("class_accuracy"). progress(done, total) is called
+    after each sampling step (it may raise to end the evaluation)."""
     result = sample(
         model,
         diffusion,
@@ -85,6 +88,7 @@ def evaluate_model(
         seed=seed,
         y=y,
         record_every=10**9,
+        progress=progress,
     )
     report = {
         "sampler": sampler,

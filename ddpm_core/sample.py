@@ -207,14 +207,14 @@ def _guided_output(model: nn.Module, x: Tensor, t: Tensor, y: Tensor | None, gui
     2022), in one pass over both label sets (the
     conversion to ε is affine in the output with weights summing to 1, so mixing outputs is mixing ε's)."""
     if y is None or guidance == 1.0:
-        return _predict_eps(model, x, t, y)
+        return predict_eps(model, x, t, y)
     null = torch.full_like(y, model.config.num_classes)
-    both = _predict_eps(model, torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
+    both = predict_eps(model, torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
     cond, uncond = both.chunk(2)
     return uncond + guidance * (cond - uncond)
 
 
-def _predict_eps(model: nn.Module, x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
+def predict_eps(model: nn.Module, x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
     """ε_θ(x, t[, y]) for the batch; on the CPU in chunks whose activations stay in cache (1000 digits: ~25% faster
     than one pass)."""
     size = CPU_CHUNK if x.device.type == "cpu" else len(x)

@@ -38,6 +38,10 @@ class TrainingError(RuntimeError):
     """The run cannot go on (NaN loss, …); the message is recorded in status.json."""
 
 
+class StopRequested(Exception):
+    """A stop arrived while the finished run was being evaluated: the evaluation is dropped."""
+
+
 class Trainer:
     """One run: build everything from a TrainConfig, then train() writes the run folder as it goes."""
 
@@ -145,26 +149,28 @@ class Trainer:
         (self.run_dir / runs.STOP).unlink(missing_ok=True)
         (self.run_dir / runs.EVALUATION).unlink(missing_ok=True)  # it scored the weights this run will replace
         runs.write_text(self.run_dir / runs.CONFIG, c.to_json())
-        runs.write_status(
-            self.run_dir,
-            "running",
-            pid=os.getpid(),
-            step=self.step,
-            total_steps=self.total_steps,
-            started=time.time(),
-            error=None,
-            device=str(self.device) + (f" × {self.world.size} processes" if self.world.active else ""),
-            model=describe_model(self.model_config, self.model),
-            data=runs.data_info(self.data),
-        )
-        self.log(
-            f"{self.data.name}: {len(self.data.x)} samples of shape {tuple(self.data.sample_shape)}; "
-            f"{describe_model(self.model_config, self.model)}; device {self.device}; run folder {self.run_dir}"
-        )
+        # before "running" is written: the app sends SIGTERM only to a trainer whose status says it runs
         previous = signal.signal(signal.SIGTERM, self._request_stop) if _main_thread() else None
         try:
+            runs.write_status(
+                self.run_dir,
+                "running",
+                pid=os.getpid(),
+                step=self.step,
+                total_steps=self.total_steps,
+                started=time.time(),
+                error=None,
+                evaluation=None,
+                device=str(self.device) + (f" × {self.world.size} processes" if self.world.active else ""),
+                model=describe_model(self.model_config, self.model),
+                data=runs.data_info(self.data),
+            )
+            self.log(
+                f"{self.data.name}: {len(self.data.x)} samples of shape {tuple(self.data.sample_shape)}; "
+                f"{describe_model(self.model_config, self.model)}; device {self.device}; run folder {self.run_dir}"
+            )
             state = self._loop()
-            self.evaluate()
+            evaluation = self.evaluate() if state == "done" else "skipped: the run was stopped"
         except BaseException as e:
             message = str(e) if isinstance(e, TrainingError) else f"{type(e).__name__}: {e}"
             if isinstance(e, KeyboardInterrupt):
@@ -176,7 +182,12 @@ class Trainer:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
-        return runs.write_status(self.run_dir, state, step=self.step, error=None)
+        return runs.write_status(self.run_dir, state, step=self.step, error=None, evaluation=evaluation)
+
+    def stop_wanted(self) -> bool:
+        """Whether this process was asked to stop: SIGTERM, or the run folder's STOP file (the app's Stop; one stat).
+        Asked between steps, so a stop takes effect after the current step, however slow the steps are."""
+        return self.stop_requested or (self.run_dir / runs.STOP).exists()
 
     def _loop(self) -> str:
         c = self.config
@@ -189,13 +200,15 @@ class Trainer:
             self.sharing.update()
             tick = time.perf_counter()
             loss, per_sample, t = self.train_step(next(batches))
+            self.sharing.observe(time.perf_counter() - tick)  # the thread count is chosen by measuring steps
             bucket = (t * N_BUCKETS // self.diffusion.num_timesteps).clamp(max=N_BUCKETS - 1)
             sums.index_add_(0, bucket, per_sample.float())
             counts.index_add_(0, bucket, torch.ones_like(per_sample, dtype=torch.float))
             loss_sum += loss.detach().float()
             n_logged += 1
             train_time += time.perf_counter() - tick
-            if self.step % c.log_every == 0 or self.step == self.total_steps:
+            stop = distributed.any_rank(self.stop_wanted(), self.world, self.device)  # every step, not every log
+            if stop or self.step % c.log_every == 0 or self.step == self.total_steps:
                 mean_loss = distributed.mean_across(loss_sum / n_logged, self.world).item()  # one sync per interval
                 if not math.isfinite(mean_loss):
                     raise TrainingError(
@@ -210,7 +223,7 @@ class Trainer:
                     "loss_buckets": [b if n else None for b, n in zip(buckets, counts.tolist(), strict=True)],
                     "lr": self.optimizer.param_groups[0]["lr"],
                     "images_per_s": n_logged * c.batch_size / train_time,
-                    "cpu_threads": self.sharing.threads,  # one fewer while the app computes (ddpm_core.sharing)
+                    "cpu_threads": self.sharing.threads,  # measured fastest; one fewer while the app computes
                     "elapsed": time.perf_counter() - started,
                     "time": time.time(),
                 }
@@ -221,19 +234,19 @@ class Trainer:
                 progress.set_postfix(loss=f"{mean_loss:.4f}")
                 sums.zero_(), counts.zero_(), loss_sum.zero_()
                 n_logged, train_time = 0, 0.0
-                stop = self.stop_requested or (self.run_dir / runs.STOP).exists()
-                if distributed.any_rank(stop, self.world, self.device):
-                    break
+            if stop:  # the last record is the checkpoint's step, as a resume expects
+                break
             if self.world.is_main and c.preview_every and self.step % c.preview_every == 0:
                 self.preview()
             if self.world.is_main and c.checkpoint_every and self.step % c.checkpoint_every == 0:
                 self._checkpoint()
         progress.close()
+        done = self.step >= self.total_steps
         if self.world.is_main:
-            if not c.preview_every or self.step % c.preview_every:
-                self.preview()
+            if done and (not c.preview_every or self.step % c.preview_every):
+                self.preview()  # a stopped run skips it: a stop is a checkpoint and an exit, within seconds
             self._checkpoint()
-        return "done" if self.step >= self.total_steps else "stopped"
+        return "done" if done else "stopped"
 
     # ------------------------------------------------------------------------------------------------------------
 
@@ -255,25 +268,41 @@ class Trainer:
                 self.run_dir / runs.PREVIEWS / f"step_{self.step:06d}_{tag}.png",
             )
 
-    def evaluate(self) -> None:
+    def evaluate(self) -> str:
         """Score the EMA weights (ddpm_core.evaluate, DDIM-50) into evaluation.json, the metric of the run history.
-        A failed evaluation is logged and recorded there; it never fails a run whose weights are saved."""
+        A failed evaluation is logged and recorded there; it never fails a run whose weights are saved. A stop
+        (STOP, SIGTERM) ends it between two sampling steps, and nothing is written. Returns what status.json's
+        "evaluation" says: "done", "off", "failed: …" or "skipped: …"."""
         n = self.config.evaluation_samples(str(self.device))
         if not n:
-            return
+            return "off"
         self.log(f"evaluating {n} samples of the EMA weights (DDIM-50)…")
         runs.write_status(self.run_dir, "running", step=self.step, phase="evaluating")
         try:
             report = evaluate_model(for_sampling(self.ema.model, self.config), self.diffusion, self.config,
                                     tuple(self.data.sample_shape), n, seed=self.config.seed,
-                                    y=self.cycled_labels(n))  # fmt: skip
+                                    y=self.cycled_labels(n), progress=self._raise_if_stopped)  # fmt: skip
+        except StopRequested:
+            return self._evaluation_skipped()
         except (DatasetError, ValueError, RuntimeError) as e:  # e.g. reference images gone, out of memory
             self.log(f"evaluation failed: {e}")
             report = {"error": f"{type(e).__name__}: {e}"}
         if bound_is_cheap(self.config, tuple(self.data.sample_shape)):
+            if self.stop_wanted():
+                return self._evaluation_skipped()
             report["bound"] = self.measure_bound(n)
         runs.write_json(self.run_dir / runs.EVALUATION, {"step": self.step, "n": n, **report})
         runs.write_status(self.run_dir, "running", step=self.step, phase=None)
+        return f"failed: {report['error']}" if "error" in report else "done"
+
+    def _raise_if_stopped(self, *_) -> None:
+        if self.stop_wanted():
+            raise StopRequested
+
+    def _evaluation_skipped(self) -> str:
+        self.log("evaluation skipped: a stop was asked for")
+        runs.write_status(self.run_dir, "running", step=self.step, phase=None)
+        return "skipped: a stop was asked for during the evaluation"
 
     def measure_bound(self, n: int) -> dict:
         """The variational bound of the EMA weights (ddpm_core.likelihood_run): evaluation.json's "bound"."""

@@ -65,7 +65,7 @@ def settings(loaded: Loaded) -> Settings:
     kind = "points" if loaded.points else "images"
     most = min(MAX_N[kind], sample_widgets.caps(loaded)[0])
     cols = st.columns(3)
-    edit_widgets.in_range("n", 1, most)
+    links.in_range("n", 1, most)
     n = int(links.number(f"Samples n (≤ {most:,})", key="n", default=min(DEFAULT_N[kind], most), min_value=1,
                          max_value=most, step=1, where=cols[0], help="Of the checkpoint's own data"))  # fmt: skip
     seed = int(links.number("Seed", key="seed", default=0, min_value=0, max_value=2**31 - 1, step=1, where=cols[1],

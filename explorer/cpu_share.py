@@ -22,6 +22,7 @@ import torch
 
 from ddpm_core import run_history
 from ddpm_core.sharing import touch_busy
+from ddpm_core.threads import set_threads
 from explorer.jobs import runs_root
 
 SERVER_THREADS = torch.get_num_threads()  # the server's own count (OMP_NUM_THREADS or the cores), read at its start
@@ -36,17 +37,19 @@ def cpu_runs(root: Path | None = None) -> list[Path]:
     return [p for p, s in statuses if run_history.run_state(s) == "running" and s.get("device") == "cpu"]
 
 
-def share_cpu(root: Path | None = None, now: float | None = None, busy: bool = False) -> int:
-    """Set the calling thread's torch threads: 1 while a run trains on the CPU, else the server's own count; with
+def server_threads(root: Path | None = None, now: float | None = None, busy: bool = False) -> int:
+    """The most threads the server may compute with now: 1 while a run trains on the CPU, else its own count; with
     busy, also tell those runs' trainers that the server computes now. The runs are looked at every CHECK_EVERY_S
-    at most. Returns the count set."""
+    at most."""
     now, root = time.monotonic() if now is None else now, root or runs_root()
     if now - _last["at"] >= CHECK_EVERY_S or root != _last["root"]:
         _last.update(at=now, root=root, runs=cpu_runs(root))
     if busy:
         for run in _last["runs"]:
             touch_busy(run)
-    threads = 1 if _last["runs"] else SERVER_THREADS
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    return threads
+    return 1 if _last["runs"] else SERVER_THREADS
+
+
+def share_cpu(root: Path | None = None, now: float | None = None, busy: bool = False) -> int:
+    """Set the calling thread's torch threads to server_threads(…). Returns the count set."""
+    return set_threads(server_threads(root, now, busy))

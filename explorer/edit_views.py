@@ -21,7 +21,7 @@ from ddpm_core.pictures import MAX_ROW_WIDTH, labelled_row, png_bytes, to_pictur
 from ddpm_core.sample import npy_bytes
 from explorer import links, mask_canvas, sample_views, sampling_progress
 from explorer.checkpoints import Loaded
-from explorer.edit_widgets import Settings, Source, batch_size, in_range, max_interpolate, max_steps, refusal
+from explorer.edit_widgets import Settings, Source, batch_size, max_interpolate, max_steps, refusal
 
 RESULT = "edit.result"  # session state: the last run's EditView
 ROUND_TRIP_STEPS = (5, 10, 20, 50)
@@ -161,7 +161,7 @@ def inpaint_panel(loaded: Loaded, source: Source, settings: Settings) -> None:
                            help="Points: regenerate one coordinate of every point")  # fmt: skip
     resample = int(links.number("Resample U", key="resample", default=2, min_value=1, max_value=MAX_RESAMPLE, step=1,
                                 where=cols[1], help="RePaint's resampling: U − 1 jumps back per step"))  # fmt: skip
-    in_range("jump", 1, c.steps)
+    links.in_range("jump", 1, c.steps)
     jump = int(links.number("Jump length j", key="jump", default=1, min_value=1, max_value=c.steps, step=1,
                             where=cols[2], help="Steps each jump goes back up (RePaint's j), when U > 1"))  # fmt: skip
     mask = mask_canvas.painted_mask(source.x0) if name == PAINTED else mask_preset(name, shape, seed=settings.seed)

@@ -154,19 +154,12 @@ def max_steps(loaded: Loaded) -> int:
     return sample_widgets.caps(loaded)[1]
 
 
-def in_range(key: str, low: int, high: int) -> None:
-    """A value left in session state by another page's widget of the same key, brought within this one's range."""
-    value = st.session_state.get(key)
-    if isinstance(value, int | float) and not low <= value <= high:
-        st.session_state[key] = min(max(int(value), low), high)
-
-
 def settings(loaded: Loaded, method: str) -> Settings:
     """The sampler's widgets, bound to the link: the sampler (SDEdit and inpainting; inversion and interpolation are
     deterministic DDIM), the steps within the classroom's cap, the seed of the noise, and the class and guidance of
     a class-conditional checkpoint."""
     most = max_steps(loaded)
-    in_range("steps", 1, most)
+    links.in_range("steps", 1, most)
     cols = st.columns(3)
     sampler = "ddim"
     if method in ("sdedit", "inpaint"):

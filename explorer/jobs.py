@@ -180,9 +180,9 @@ class JobRegistry:
             return self._start(run_dir, ["--out", run_dir, "--resume", "--steps", steps], True)
 
     def stop(self, run_dir: Path, who: Requester | None = None) -> None:
-        """Ask a run to stop cleanly: the trainer sees the STOP file at its next log step, saves a checkpoint and
-        writes status "stopped". A process of ours that has not started training yet has nothing to save: it is
-        terminated (its status then says stopped)."""
+        """Ask a run to stop cleanly: the trainer sees the STOP file after its current step, saves a checkpoint,
+        writes status "stopped" and exits (no preview, no evaluation). A process of ours that has not started
+        training yet has nothing to save: it is terminated (its status then says stopped)."""
         run_dir = Path(run_dir)
         self._check_may_act(who, run_dir, "stop")
         runs.write_text(run_dir / runs.STOP, "stop requested by the app\n")

@@ -124,6 +124,14 @@ def _bind(key: str, default, fits: Callable[[object], bool], to_url: Callable[[o
     return kwargs, default
 
 
+def in_range(key: str, low: int, high: int, fallback: int | None = None) -> None:
+    """A value left in session state by another page's widget of the same key, brought within this one's range (or
+    replaced by fallback, where the other page's value means something else)."""
+    value = st.session_state.get(key)
+    if isinstance(value, int | float) and not low <= value <= high:
+        st.session_state[key] = min(max(int(value), low), high) if fallback is None else fallback
+
+
 def _replace_in_url(key: str, kept: list[str]) -> None:
     """Leave only `kept` of key's URL values (none: remove the parameter), for Streamlit as well as the address bar.
 

@@ -41,7 +41,7 @@ def stop_control(run_dir: Path, who: Requester) -> None:
     if not stopping and st.button("Stop", key="stop", icon=":material/stop:", help="Checkpoint and stop cleanly"):
         stopping = _act(registry().stop, run_dir, who)
     if stopping:
-        st.info("Stop requested: the trainer saves a checkpoint at its next log step, then stops.")
+        st.info("Stop requested: the trainer saves a checkpoint after its current step, then stops.")
 
 
 def cancel_control(run_dir: Path, who: Requester) -> None:

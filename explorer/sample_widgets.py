@@ -18,12 +18,17 @@ from ddpm_core.evaluate import quality_metrics
 from ddpm_core.gif import axis_limit, trajectory_gif
 from ddpm_core.pictures import image_grid, png_bytes, points_frame
 from ddpm_core.sample import SampleResult, SamplingConfig, StepRecord, sample
+from ddpm_core.sampling_cost import CallTime, call_time, expected_seconds, network_calls
 from explorer import gate, links
 from explorer.checkpoints import Loaded
+from explorer.cpu_share import share_cpu
 from explorer.sampling_progress import progress_callback
 
 MAX_N = {"images": 256, "points": 2000}  # per request, before the classroom's cap
 DEFAULT_N = {"images": 64, "points": 1000}
+# the sampler a page opens on: DDIM-50 for images (a first Generate in seconds on a laptop CPU, where DDPM's 1,000
+# steps take minutes); DDPM for 2D points, whose T = 200 steps of a small MLP take a second
+DEFAULT_SAMPLER = {"images": "ddim", "points": "ddpm"}
 POINTS_PER_SAMPLE = 8  # the classroom's max_n counts images; a 2D point is this much cheaper
 GIF_MAX_IMAGES = 64  # a GIF of 256 noisy 8×8 grids is ~15 MB; the first 64 show the same story
 GIF_MAX_PIXELS = 16 * 28 * 28  # image pixels per frame: 16 MNIST digits (64 of them made a 12 MB GIF for DDIM-50)
@@ -59,12 +64,15 @@ def _init_state(loaded: Loaded, max_n: int, max_steps: int) -> dict:
     """The defaults of the widgets that depend on the checkpoint; when its kind, T or the caps differ from the last
     run's, those widgets are reset (the cap on N, clipping, the step count, the grid's cells)."""
     state, kind = st.session_state, "points" if loaded.points else "images"
-    defaults = {"n": min(DEFAULT_N[kind], max_n), "clip_x0": not loaded.points, "steps": min(50, max_steps)}
+    defaults = {"n": min(DEFAULT_N[kind], max_n), "clip_x0": not loaded.points, "steps": min(50, max_steps),
+                "sampler": DEFAULT_SAMPLER[kind]}  # fmt: skip
     before, state["sample.for"] = state.get("sample.for"), (kind, loaded.T, max_n, max_steps)
     if before is not None and before != state["sample.for"]:  # not on a first run: a link's values stay
         steps = state.get("steps", defaults["steps"])
         state.update(n=defaults["n"], clip_x0=defaults["clip_x0"], steps=min(int(steps), max_steps),
                      compare_settings=_compare_defaults(loaded, max_steps))  # fmt: skip
+        if before[0] != kind:
+            state["sampler"] = defaults["sampler"]
     state.setdefault("compare_settings", _compare_defaults(loaded, max_steps))
     return defaults
 
@@ -74,9 +82,12 @@ def sampler_request(loaded: Loaded) -> Request:
     by explorer.guidance_widgets.with_class)."""
     max_n, max_steps = caps(loaded)
     defaults = _init_state(loaded, max_n, max_steps)
+    links.in_range("steps", 1, max_steps, defaults["steps"])  # the Train page's "steps" are optimiser steps
     cols = st.columns(4)
-    sampler = links.radio("Sampler", ["ddpm", "ddim"], key="sampler", format_func=str.upper, horizontal=True,
-                          where=cols[0])  # fmt: skip
+    sampler = links.radio("Sampler", ["ddpm", "ddim"], key="sampler", default=defaults["sampler"],
+                          format_func=str.upper, horizontal=True, where=cols[0],
+                          help="DDIM (50 steps) by default for images: the same model, seconds instead of minutes "
+                          "on a CPU; DDPM takes all T steps")  # fmt: skip
     settings = {"sampler": sampler, "steps": loaded.T}
     if sampler == "ddpm":
         settings["variance"] = links.radio("Variance σ_t²", list(VARIANCE_LABEL), key="variance",
@@ -120,6 +131,34 @@ def per_sample(loaded: Loaded) -> int:
 def gate_decision(loaded: Loaded, n: int, steps: list[int], what: str, clamp: bool = True) -> gate.Decision:
     """The gate's answer to a request of n samples in each of len(steps) cells (explorer.gate.sampling)."""
     return gate.sampling(links.classroom(), gate.Sampling(n, tuple(steps), clamp, what), per_sample(loaded))
+
+
+def expected_time(loaded: Loaded, request: Request) -> str:
+    """The line "Expected time: about 6.9 s (50 network calls × 138 ms …)": the request's network calls times one call
+    at its batch size, from a call measured on this machine at 1 and at the default N, with the threads this server
+    samples with now."""
+    calls = network_calls(request.config, loaded.T)
+    batch = request.n * calls.batch_factor
+    kind = "points" if loaded.points else "images"
+    per_call = _call_time(loaded, DEFAULT_N[kind], share_cpu(), str(loaded.ckpt.path))(batch)
+    seconds = expected_seconds(calls, per_call)
+    text = (f"Expected time: about **{_duration(seconds)}** ({calls.steps:,} network calls × {per_call * 1000:,.0f} "
+            f"ms per call for a batch of {batch:,}, measured on this machine)")  # fmt: skip
+    if request.config.sampler == "ddpm" and not loaded.points and loaded.T > 50:
+        ddim = expected_seconds(network_calls(replace(request.config, sampler="ddim", steps=50), loaded.T), per_call)
+        text += f". DDIM with 50 steps: about {_duration(ddim)}"
+    return text
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
+@st.cache_data(ttl=300, max_entries=32, show_spinner=False)
+def _call_time(_loaded: Loaded, batch: int, threads: int, path: str) -> CallTime:
+    """The call time of the checkpoint at path with a thread count, measured again after 5 minutes (the machine's
+    load changes)."""
+    return call_time(_loaded.net, tuple(_loaded.ckpt.sample_shape), batch)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -4,23 +4,33 @@ Compare and the guidance grid alike."""
 from __future__ import annotations
 
 import contextlib
+import time
 
 import streamlit as st
 
-from explorer.cpu_share import share_cpu
+from ddpm_core.threads import ThreadTuner, set_threads, tuning_enabled
+from explorer.cpu_share import server_threads, share_cpu
 
 RUNNING = "sample.running"  # session state: set while a sampling runs; left behind when a rerun interrupts it
 
 
 def progress_callback(bar):
-    shown = [-1]
+    """progress(done, total) for a sampling: the bar, the CPU's share with a run (one thread here while a run trains
+    on the CPU, one fewer there), and the thread count measured fastest for the next steps (ddpm_core.threads)."""
+    tuner = ThreadTuner(share_cpu(busy=True)) if tuning_enabled() else None
+    if tuner is not None:
+        set_threads(tuner.threads)
+    shown, last = [-1], [time.perf_counter()]
 
     def update(done: int, total: int) -> None:
+        step_s = time.perf_counter() - last[0]
         percent = 100 * done // total
+        most = server_threads(busy=percent != shown[0])
+        set_threads(most if tuner is None else tuner.observe(step_s, most))
         if percent != shown[0]:  # ≤ 101 messages to the browser, not one per step
             shown[0] = percent
-            share_cpu(busy=True)  # one thread here while a run trains on the CPU, one fewer there
             bar.progress(percent / 100, text=f"Sampling: step {done:,} of {total:,}")
+        last[0] = time.perf_counter()  # the bar's message is not the step's time
 
     return update
 

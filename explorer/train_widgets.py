@@ -293,6 +293,9 @@ def _panel(run_dir: Path, smoothing: float, who: Requester, watched: str | None)
         st.success(f"Quality of the final EMA weights: {metric} ({rh.evaluation_summary(run_dir)}).{bound}")
     elif state in ("failed", "interrupted", "unknown"):
         _failure(row)
+    elif isinstance(skipped := status.get("evaluation"), str) and skipped.startswith("skipped"):
+        st.info(f"No quality metric: its evaluation was {skipped} (a stop is a checkpoint and an exit). Resume it to "
+                f"the end, or score it with `python -m ddpm_core.evaluate --checkpoint {run_dir}`.")  # fmt: skip
     if state in run_controls.ENDED and not busy:  # once exited
         run_controls.ended_controls(row, who, registry().training)
     if records:
@@ -309,13 +312,13 @@ def _panel(run_dir: Path, smoothing: float, who: Requester, watched: str | None)
 def _progress(status: dict, records: list[dict], run_dir: Path, who: Requester) -> None:
     p = rh.progress(status, records)
     threads = [r["cpu_threads"] for r in records if isinstance(r.get("cpu_threads"), int)]
-    shared = threads and threads[-1] < max(threads)  # the trainer left a core to the app (ddpm_core.sharing)
-    note = f" ({threads[-1]} of {max(threads)} CPU threads while the app samples)" if shared else ""
+    shared = threads and threads[-1] < max(threads)  # a core left to the app or to a busy program (ddpm_core.sharing)
+    note = f" ({threads[-1]} of {max(threads)} CPU threads: a core is busy elsewhere)" if shared else ""
     speed = f" · {p.images_per_s:,.0f} images/s{note}" if p.images_per_s else ""
     st.progress(p.fraction, text=f"step {p.step:,} / {p.total:,} · ETA {rh.format_duration(p.eta_s)}{speed}")
     if status.get("phase") == "evaluating":
-        st.info("Training is over: scoring samples of the EMA weights for the history's metric column…")
-        return
+        st.info("Training is over: scoring samples of the EMA weights for the history's metric column (Stop skips "
+                "it; the weights are saved)…")  # fmt: skip
     run_controls.stop_control(run_dir, who)
 
 

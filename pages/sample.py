@@ -43,6 +43,8 @@ if sampling_progress.was_cancelled():  # a click on Cancel (or any widget) inter
     st.warning("Sampling cancelled: nothing was kept. Press **Generate** (or **Compare**) to sample again.")
 if refusal := sample_widgets.refusal(loaded, request):
     st.warning(refusal)
+else:
+    st.caption(sample_widgets.expected_time(loaded, request))
 if st.button("Generate", key="generate", type="primary", disabled=bool(refusal)) and not refusal:
     state.pop("sample.result", None)  # it no longer matches what is asked for, whether or not this one finishes
     with sampling_progress.cancellable("generate"):

@@ -115,11 +115,6 @@ def wait_until(predicate, proc: subprocess.Popen, timeout: float, what: str):
     return value
 
 
-def status_reaches(run: Path, key: str, value: int):
-    """A predicate for wait_until: status.json's key (step, checkpoint_step) is at least value."""
-    return lambda: runs.read_status(run).get(key, 0) >= value
-
-
 def copy_run(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst

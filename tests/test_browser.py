@@ -126,18 +126,13 @@ def test_a_bad_upload_is_rejected_and_a_good_one_is_noised(app_url, page, tmp_pa
     no_exception(page)
 
 
-def test_sampling_mnist_by_default_shows_an_animated_gif(app_url, page):
+def test_a_newcomers_first_generate_samples_mnist_with_ddim_50_and_shows_an_animated_gif(app_url, page):
     page.goto(f"{app_url}/sample")
     page.locator(".katex").first.wait_for(timeout=60_000)
     wait_for_app(page)
     page.get_by_text("UNet on 2×2 patches", exact=False).first.wait_for()  # the bundled MNIST model is the default
-    page.get_by_text("DDIM", exact=True).first.click()
-    steps = page.get_by_role("spinbutton", name="Steps")
-    steps.wait_for(timeout=30_000)
-    wait_for_app(page)
-    steps.fill("20")
-    steps.press("Enter")
-    wait_for_app(page)
+    assert page.get_by_role("spinbutton", name="Steps").input_value() == "50"  # DDIM-50: no clicks needed
+    page.get_by_text("Expected time: about", exact=False).first.wait_for()  # shown before Generate
     page.get_by_role("button", name="Generate").click()
     gif = page.locator("img[src^='data:image/gif']")
     gif.wait_for(timeout=120_000)

@@ -18,6 +18,7 @@ def test_the_bound_page_measures_moons_against_its_ode_likelihood(app_url, page)
     wait_for_app(page)
     page.get_by_text("− exact NLL =").wait_for(timeout=30_000)
     for label in ("Bound, σ_t² = β̃_t (bits/dim)", "Bound, σ_t² = β_t (bits/dim)", "Exact NLL, probability-flow ODE"):
+        page.get_by_text(label).first.wait_for(timeout=30_000)  # the metrics may be drawn after the caption
         assert page.get_by_text(label).count() == 1, label
     assert page.locator("[data-testid='stPlotlyChart']").count() == 3  # the weights, the terms, bound against NLL
     assert page.locator(".katex-error").count() == 0  # every equation typeset

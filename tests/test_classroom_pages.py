@@ -187,7 +187,7 @@ def test_a_teacher_presets_the_recipe_by_its_slug_or_its_title(root, classroom, 
 
 def test_bad_link_values_fall_back_with_a_notice(root):
     at = open_page("sample.py", checkpoint="nope", sampler="GAN", n="lots", seed="-4")
-    assert at.selectbox(key="checkpoint").value == MNIST and at.radio(key="sampler").value == "ddpm"
+    assert at.selectbox(key="checkpoint").value == MNIST and at.radio(key="sampler").value == "ddim"
     assert (at.number_input(key="n").value, at.number_input(key="seed").value) == (64, 0)
     for key in ("checkpoint=nope", "sampler=GAN", "n=lots", "seed=-4"):
         assert f"The link's {key} is not" in warnings(at)
@@ -336,7 +336,7 @@ def test_a_locked_sample_setting_is_greyed_out_and_no_link_changes_it(root, clas
 
 def test_sampling_requests_keep_to_the_classrooms_caps(root, classroom):
     classroom("[sampling]\nmax_n = 10\nmax_steps = 100\n")
-    at = open_page("sample.py", n="500")
+    at = open_page("sample.py", n="500", sampler="DDPM")
     n = at.number_input(key="n")
     assert (n.max, n.value, n.label) == (10, 10, "N samples (≤ 10)")
     assert "The link's n=500 is not an integer in [1, 10]" in warnings(at)

@@ -16,6 +16,7 @@ import torch
 
 from ddpm_core import runs
 from ddpm_core.sharing import BUSY, FRESH_S, CoreSharing, touch_busy
+from ddpm_core.threads import TUNE_ENV
 from explorer import cpu_share
 from explorer.cpu_share import CHECK_EVERY_S, share_cpu
 from tests.conftest import ROOT
@@ -99,6 +100,8 @@ def test_the_server_tells_the_trainers_on_the_cpu_that_it_computes(tmp_path, ser
 
 
 def test_a_trainer_takes_one_thread_fewer_while_the_busy_file_is_fresh(tmp_path, monkeypatch):
+    monkeypatch.setenv(TUNE_ENV, "0")  # its own count when not busy, not the count a tuner measures
+
     def trainer_thread(steps):
         """CoreSharing made and updated in a fresh thread started with 3 threads: the counts it sets."""
 
@@ -124,7 +127,8 @@ def test_a_real_trainer_reads_the_busy_file(tmp_path):
         [sys.executable, "-m", "ddpm_core.train", "--dataset", "moons", "--steps", "100000", "--device", "cpu",
          "--out", str(run), "--preview-every", "0", "--checkpoint-every", "0", "--evaluate-n", "0",
          "--log-every", "5"],
-        cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "2"}, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "2", TUNE_ENV: "0"}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
     )  # fmt: skip
 
     def threads_logged() -> list[int]:

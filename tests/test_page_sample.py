@@ -50,6 +50,10 @@ def generate(at: AppTest, checkpoint: str = DIGITS, n: int = 9, steps: int = 10)
     return rerun(at)
 
 
+def captions(at: AppTest) -> list[str]:
+    return [c.value for c in at.caption]
+
+
 def gif(at: AppTest) -> Image.Image:
     """The GIF the page shows, decoded from its data URI."""
     found = [m for el in at.markdown if (m := GIF_URI.search(el.value))]
@@ -73,12 +77,50 @@ def test_page_renders_lists_the_bundled_checkpoints_and_shows_the_config(at):
     assert f"{params:,} parameters" in table and "| T | 1,000 |" in table and "mnist" in table
     assert "UNet on 2×2 patches" in table
     assert at.number_input(key="n").max == 256 and at.checkbox(key="clip_x0").value  # images: clip by default
-    latex = " ".join(e.value for e in at.latex)
-    assert r"\frac{1}{\sqrt{\alpha_t}}" in latex and r"\tilde\beta_t" in latex  # σ_t² = β̃_t, as in the CLI
     assert any("Press **Generate**" in i.value for i in at.info)
 
 
+def test_an_image_model_opens_on_ddim_50_with_its_expected_time(at):
+    """A newcomer's first Generate: DDIM with 50 steps (seconds on a laptop CPU), its cost shown before the click."""
+    assert (at.radio(key="sampler").value, at.number_input(key="steps").value) == ("ddim", 50)
+    latex = " ".join(e.value for e in at.latex)
+    assert r"\text{predicted } x_0" in latex
+    expected = next(c for c in captions(at) if c.startswith("Expected time: about"))
+    assert "50 network calls ×" in expected and "for a batch of 64, measured on this machine" in expected
+    at.radio(key="sampler").set_value("ddpm")  # all 1,000 steps, one click away
+    rerun(at)
+    expected = next(c for c in captions(at) if c.startswith("Expected time: about"))
+    assert "1,000 network calls ×" in expected and ". DDIM with 50 steps: about" in expected
+    seconds = re.search(r"about \*\*([\d.]+) (s|min)\*\*", expected)
+    ddim = re.search(r"DDIM with 50 steps: about ([\d.]+) (s|min)", expected)
+    to_s = {"s": 1, "min": 60}
+    ratio = float(seconds[1]) * to_s[seconds[2]] / (float(ddim[1]) * to_s[ddim[2]])
+    assert ratio == pytest.approx(20, rel=0.05)  # the same measured call, 1,000 against 50 of them
+    at.selectbox(key="checkpoint").set_value(MOONS)
+    rerun(at)  # 2D points: T = 200 steps of a small MLP take a second; the page opens them on DDPM
+    assert at.radio(key="sampler").value == "ddpm"
+    at.selectbox(key="checkpoint").set_value(MNIST)
+    rerun(at)
+    assert at.radio(key="sampler").value == "ddim"
+
+
+def test_the_expected_time_counts_guidance_as_a_double_batch(at):
+    at.selectbox(key="checkpoint").set_value(str(BUNDLED / "digits_cond.safetensors"))
+    rerun(at)
+    at.number_input(key="n").set_value(16)
+    rerun(at)
+    guided = next(c for c in captions(at) if c.startswith("Expected time: about"))
+    assert "50 network calls ×" in guided and "for a batch of 32" in guided  # ε_θ(x, y) and ε_θ(x, ∅) in one pass
+    at.slider(key="guidance").set_value(1.0)
+    rerun(at)
+    assert any("for a batch of 16" in c for c in captions(at))
+
+
 def test_equation_follows_the_sampler_and_variance(at):
+    at.radio(key="sampler").set_value("ddpm")
+    rerun(at)
+    latex = " ".join(e.value for e in at.latex)
+    assert r"\frac{1}{\sqrt{\alpha_t}}" in latex and r"\tilde\beta_t" in latex  # σ_t² = β̃_t, as in the CLI
     at.radio(key="variance").set_value("beta")
     rerun(at)
     latex = " ".join(e.value for e in at.latex)

@@ -232,10 +232,17 @@ def test_the_live_panel_says_when_the_trainer_left_a_core_to_the_app(at, root):
         runs.append_metrics(run, {"step": step, "loss": 0.8, "images_per_s": 1500.0, "elapsed": float(step),
                                   "time": time.time() - 40 + step, "cpu_threads": threads})  # fmt: skip
     assert rerun(at).selectbox(key="run").value == "shared"
-    assert progress_text(at).endswith("· 1,500 images/s (1 of 2 CPU threads while the app samples)")
+    assert progress_text(at).endswith("· 1,500 images/s (1 of 2 CPU threads: a core is busy elsewhere)")
     runs.append_metrics(run, {"step": 50, "loss": 0.7, "images_per_s": 2900.0, "elapsed": 50.0,
                               "time": time.time(), "cpu_threads": 2})  # fmt: skip
     assert progress_text(rerun(at)).endswith("· 2,900 images/s")  # every thread again
+
+
+def test_a_stopped_run_says_its_evaluation_was_skipped(at, root):
+    hand_made_run(root, "halted", [1.0, 0.9], state="stopped", evaluation="skipped: the run was stopped")
+    assert rerun(at).selectbox(key="run").value == "halted"
+    (skipped,) = [i.value for i in at.info if i.value.startswith("No quality metric")]
+    assert "its evaluation was skipped: the run was stopped" in skipped and "python -m ddpm_core.evaluate" in skipped
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from ddpm_core.diffusion import Diffusion
 from ddpm_core.evaluate import evaluate_model
 from ddpm_core.sample import sample
 from ddpm_core.trainer import N_BUCKETS, Trainer
-from tests.runs_helpers import POLL_S, TINY, copy_run, flags, run_cli, start, status_reaches, wait_until
+from tests.runs_helpers import POLL_S, TINY, copy_run, flags, run_cli, start, wait_until
 
 CHECKPOINT_FILES = (runs.MODEL, runs.EMA, runs.STATE)
 DIVERGE = ["--lr", "1", "--weight-decay", "1e30", "--grad-clip", "0"]  # AdamW's decay turns every weight into ±inf
@@ -187,15 +187,60 @@ def test_stop_file_stops_cleanly_with_a_checkpoint(tmp_path, capsys):
     assert f"stopped at step {step}" in out
     assert runs.load_checkpoint(run).step == runs.load_checkpoint(run, prefer_ema=False).step == step
     assert runs.read_metrics(run)[-1]["step"] == step
-    assert (run / runs.PREVIEWS / f"step_{step:06d}_ema.png").is_file()
+    assert status["evaluation"] == "skipped: the run was stopped"
+    assert not (run / runs.PREVIEWS / f"step_{step:06d}_ema.png").exists()  # a stop is a checkpoint and an exit
 
 
-def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path):
-    run = tmp_path / "terminated"
-    proc = start("train", *flags(TINY), "--steps", 3000, "--log-every", 1, "--checkpoint-every", 0, "--preview-every",
-                 0, "--out", run, runs_root=tmp_path)  # fmt: skip
+class SlowTrainer(Trainer):
+    """A trainer whose steps are slow (a sleep in each, as on a busy laptop) and which asks itself to stop, through
+    the STOP file the app writes, during step `stop_at` — with log intervals far away."""
+
+    def __init__(self, *args, stop_at: int, step_s: float = 0.05, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stop_at, self.step_s = stop_at, step_s
+
+    def train_step(self, batch):
+        time.sleep(self.step_s)
+        out = super().train_step(batch)
+        if self.step == self.stop_at:
+            (self.run_dir / runs.STOP).touch()
+        return out
+
+
+def test_a_stop_takes_effect_after_the_current_step_not_at_the_next_log(tmp_path):
+    run = tmp_path / "slow"
+    config = TrainConfig(**{**TINY, "steps": 10_000, "log_every": 1000, "preview_every": 0, "checkpoint_every": 0,
+                            "evaluate_n": 100, "out": str(run)})  # fmt: skip
+    status = SlowTrainer(config, run, stop_at=3, log=lambda _: None).train()
+    assert status["state"] == "stopped" and status["step"] == status["checkpoint_step"] == 3
+    assert runs.load_checkpoint(run).step == 3
+    assert [r["step"] for r in runs.read_metrics(run)] == [3]  # the partial interval is logged: resume starts there
+    assert status["evaluation"] == "skipped: the run was stopped" and not (run / runs.EVALUATION).exists()
+    assert list((run / runs.PREVIEWS).iterdir()) == []  # no preview on the way out either
+
+
+def test_a_stop_during_the_final_evaluation_drops_it(tmp_path):
+    class StopWhileEvaluating(Trainer):
+        def preview(self):  # the run's last preview, just before its evaluation: the user presses Stop now
+            super().preview()
+            (self.run_dir / runs.STOP).touch()
+
+    run = tmp_path / "evaluating"
+    config = TrainConfig(**{**TINY, "steps": 4, "log_every": 2, "preview_every": 0, "evaluate_n": 200,
+                            "out": str(run)})  # fmt: skip
+    status = StopWhileEvaluating(config, run, log=lambda _: None).train()
+    assert status["state"] == "done" and status["step"] == 4  # every step was trained and saved
+    assert status["evaluation"] == "skipped: a stop was asked for during the evaluation"
+    assert not (run / runs.EVALUATION).exists() and status.get("phase") is None
+
+
+def test_sigterm_stops_cleanly_after_the_current_step_long_before_the_next_log(tmp_path):
+    """Log lines a million steps apart: SIGTERM is still answered after the current step, with a checkpoint."""
+    run = tmp_path / "term-now"
+    proc = start("train", *flags(TINY), "--steps", 1_000_000, "--log-every", 1_000_000, "--preview-every", 0,
+                 "--checkpoint-every", 0, "--out", run, runs_root=tmp_path)  # fmt: skip
     try:
-        wait_until(status_reaches(run, "step", 5), proc, 120, "step 5")
+        wait_until(lambda: runs.read_status(run).get("state") == "running", proc, 120, "training to start")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -204,10 +249,9 @@ def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path):
             proc.wait()
     assert proc.returncode == 0, err
     status = runs.read_status(run)
-    step = status["step"]
-    assert status["state"] == "stopped" and 5 <= step < 3000 and status["checkpoint_step"] == step
-    assert f"stopped at step {step}" in out
-    assert runs.load_checkpoint(run).step == step
+    assert status["state"] == "stopped" and status["checkpoint_step"] == status["step"] < 1_000_000
+    assert runs.read_metrics(run)[-1]["step"] == status["step"] and f"stopped at step {status['step']}" in out
+    assert runs.load_checkpoint(run).step == status["step"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
