@@ -193,16 +193,18 @@ import torch
 from ddpm_core import Diffusion, make_schedule
 from ddpm_core.runs import load_checkpoint
 from ddpm_core.sample import sample
-from ddpm_core.threads import ThreadTuner, tuning_enabled
+from ddpm_core.threads import ThreadTuner, set_threads, tuning_enabled
 ckpt = load_checkpoint(sys.argv[1])
 diffusion = Diffusion(make_schedule(ckpt.config.schedule, ckpt.config.T))
 times, threads = [], []
 for _ in range(int(sys.argv[2])):
     tuner = ThreadTuner() if tuning_enabled() else None  # what the Sample page's progress callback does
+    if tuner is not None:
+        set_threads(tuner.threads)
     last = [time.perf_counter()]
     def progress(done, total):
         if tuner is not None:
-            tuner.observe(time.perf_counter() - last[0])
+            set_threads(tuner.observe(time.perf_counter() - last[0]))
         last[0] = time.perf_counter()
     start = time.perf_counter()
     sample(ckpt.model, diffusion, 64, ckpt.sample_shape, sampler="ddim", steps=50, progress=progress)
@@ -251,6 +253,26 @@ def sampler_speed(env: dict, busy: bool, repeats: int = 3) -> dict:
     return json.loads(out.stdout.splitlines()[-1])
 
 
+def busy_sampling_case() -> list[str]:
+    """The sampling rows of busy_core_case alone, side by side."""
+    sampling = {(mode, busy): sampler_speed(env, busy) for mode, (env, _) in THREAD_MODES.items() for busy in (0, 1)}
+    lines = [
+        f"## Threads: sampling with one core busy — {time.strftime('%Y-%m-%d')} — {machine()}",
+        "",
+        "`python bench/bench_threads.py --case busy-sampling` — an unrelated process spins on one core "
+        f"(`python -c '{BUSY_LOOP}'`); 64 MNIST digits sampled with DDIM-50 from the bundled model, the median of 3 "
+        "in one process, its threads set as the Sample page's progress callback sets them.",
+        "",
+        "| threads | quiet | one core busy | threads at the end, busy |",
+        "| --- | --- | --- | --- |",
+    ]
+    for mode, (_, what) in THREAD_MODES.items():
+        quiet, busy = sampling[mode, 0], sampling[mode, 1]
+        lines.append(f"| {what} | {quiet['seconds']:.2f} s | {busy['seconds']:.2f} s "
+                     f"| {', '.join(map(str, busy['threads']))} |")  # fmt: skip
+    return lines
+
+
 def busy_core_case(window: float, tmp: Path) -> list[str]:
     loads = {"quiet": None, "busy from the start": 0.0, f"busy from {window / 2:g} s in": window / 2}
     train, sampling = {}, {}
@@ -291,11 +313,14 @@ def busy_core_case(window: float, tmp: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--window", type=float, default=WINDOW_S, help="seconds of sampling per measurement")
-    p.add_argument("--case", choices=["sharing", "busy-core"], default="sharing",
+    p.add_argument("--case", choices=["sharing", "busy-core", "busy-sampling"], default="sharing",
                    help="sharing: the app samples while a run trains; busy-core: an unrelated process")  # fmt: skip
     p.add_argument("--write", action="store_true", help="append the table to bench/RESULTS.md")
     args = p.parse_args(argv)
     began = time.time()
+    if args.case == "busy-sampling":
+        publish([*busy_sampling_case(), "", f"- The whole run took {time.time() - began:.0f} s."], args.write)
+        return 0
     if args.case == "busy-core":
         with tempfile.TemporaryDirectory() as tmp:
             lines = busy_core_case(args.window, Path(tmp))

@@ -19,6 +19,7 @@ from ddpm_core.gif import axis_limit, trajectory_gif
 from ddpm_core.pictures import image_grid, png_bytes, points_frame
 from ddpm_core.sample import SampleResult, SamplingConfig, StepRecord, sample
 from ddpm_core.sampling_cost import CallTime, call_time, expected_seconds, network_calls
+from ddpm_core.threads import set_threads, tuning_enabled
 from explorer import gate, links
 from explorer.checkpoints import Loaded
 from explorer.cpu_share import share_cpu
@@ -156,9 +157,17 @@ def _duration(seconds: float) -> str:
 
 @st.cache_data(ttl=300, max_entries=32, show_spinner=False)
 def _call_time(_loaded: Loaded, batch: int, threads: int, path: str) -> CallTime:
-    """The call time of the checkpoint at path with a thread count, measured again after 5 minutes (the machine's
-    load changes)."""
-    return call_time(_loaded.net, tuple(_loaded.ckpt.sample_shape), batch)
+    """The call time of the checkpoint at path, at the faster of `threads` and one fewer (what the sampling's
+    ThreadTuner will pick, unless tuning is off: on a laptop whose browser keeps a core busy, one thread can be
+    several times faster), measured again after 5 minutes (the machine's load changes)."""
+    shape, timed = tuple(_loaded.ckpt.sample_shape), []
+    try:
+        for n in sorted({threads, max(1, threads - 1) if tuning_enabled() else threads}, reverse=True):
+            set_threads(n)
+            timed.append(call_time(_loaded.net, shape, batch))
+    finally:
+        set_threads(threads)
+    return min(timed, key=lambda c: c(batch))
 
 
 # ----------------------------------------------------------------------------------------------------------------
