@@ -244,8 +244,8 @@ def flops_per_image(model: nn.Module, batch: int = 128) -> float:
 
 
 def peak_text(peaks: dict) -> str:
-    bf16 = peaks[torch.bfloat16]
-    return f"{peaks[torch.float32]:.1f} GFLOP/s fp32, " + (f"{bf16:.1f} bf16" if bf16 == bf16 else "bf16 not native")
+    bf16 = "bf16 not native" if math.isnan(peaks[torch.bfloat16]) else f"{peaks[torch.bfloat16]:.1f} bf16"
+    return f"{peaks[torch.float32]:.1f} GFLOP/s fp32, {bf16}"
 
 
 def parse_changes(p: argparse.ArgumentParser, pairs: list[str]) -> dict:

@@ -33,7 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import machine, publish  # noqa: E402
+from bench.bench_throughput import matmul_peak  # noqa: E402
+from bench.common import flags_line, machine, publish  # noqa: E402
 from ddpm_core.recipes import DEFAULT_RECIPE, RECIPES  # noqa: E402
 
 CHECKPOINT = ROOT / "assets" / "checkpoints" / "digits.safetensors"
@@ -193,19 +194,15 @@ import torch
 from ddpm_core import Diffusion, make_schedule
 from ddpm_core.runs import load_checkpoint
 from ddpm_core.sample import sample
-from ddpm_core.threads import ThreadTuner, set_threads, tuning_enabled
+from explorer.sampling_progress import progress_callback
+class Bar:  # the Sample page's progress bar, minus the browser
+    def progress(self, value, text=""):
+        pass
 ckpt = load_checkpoint(sys.argv[1])
 diffusion = Diffusion(make_schedule(ckpt.config.schedule, ckpt.config.T))
 times, threads = [], []
 for _ in range(int(sys.argv[2])):
-    tuner = ThreadTuner() if tuning_enabled() else None  # what the Sample page's progress callback does
-    if tuner is not None:
-        set_threads(tuner.threads)
-    last = [time.perf_counter()]
-    def progress(done, total):
-        if tuner is not None:
-            set_threads(tuner.observe(time.perf_counter() - last[0]))
-        last[0] = time.perf_counter()
+    progress = progress_callback(Bar())  # the Sample page's: it sets the threads step by step
     start = time.perf_counter()
     sample(ckpt.model, diffusion, 64, ckpt.sample_shape, sampler="ddim", steps=50, progress=progress)
     times.append(time.perf_counter() - start)
@@ -253,59 +250,63 @@ def sampler_speed(env: dict, busy: bool, repeats: int = 3) -> dict:
     return json.loads(out.stdout.splitlines()[-1])
 
 
+def cpu_line() -> str:
+    return f"CPU flags: {flags_line()}; matmul peak {matmul_peak(2, 2048, 5):.0f} GFLOP/s fp32 (2048², 2 threads)"
+
+
 def busy_sampling_case() -> list[str]:
-    """The sampling rows of busy_core_case alone, side by side."""
-    sampling = {(mode, busy): sampler_speed(env, busy) for mode, (env, _) in THREAD_MODES.items() for busy in (0, 1)}
+    """The server's sampling at each thread mode, quiet and with a core busy, side by side."""
+    sampling = {}
+    for mode, (env, _) in THREAD_MODES.items():
+        for busy in (False, True):
+            sampling[mode, busy] = sampler_speed(env, busy)
+            print(mode, busy, sampling[mode, busy], flush=True)
     lines = [
         f"## Threads: sampling with one core busy — {time.strftime('%Y-%m-%d')} — {machine()}",
         "",
-        "`python bench/bench_threads.py --case busy-sampling` — an unrelated process spins on one core "
-        f"(`python -c '{BUSY_LOOP}'`); 64 MNIST digits sampled with DDIM-50 from the bundled model, the median of 3 "
-        "in one process, its threads set as the Sample page's progress callback sets them.",
+        f"`python bench/bench_threads.py --case busy-sampling` — {cpu_line()}. An unrelated process spins on one "
+        f"core (`python -c '{BUSY_LOOP}'`); 64 MNIST digits sampled with DDIM-50 from the bundled model, the median "
+        "of 3 in one process, through the Sample page's progress callback (which sets the threads).",
         "",
         "| threads | quiet | one core busy | threads at the end, busy |",
         "| --- | --- | --- | --- |",
     ]
     for mode, (_, what) in THREAD_MODES.items():
-        quiet, busy = sampling[mode, 0], sampling[mode, 1]
+        quiet, busy = sampling[mode, False], sampling[mode, True]
         lines.append(f"| {what} | {quiet['seconds']:.2f} s | {busy['seconds']:.2f} s "
                      f"| {', '.join(map(str, busy['threads']))} |")  # fmt: skip
     return lines
 
 
-def busy_core_case(window: float, tmp: Path) -> list[str]:
+def busy_training_case(window: float, tmp: Path) -> list[str]:
+    """The trainer at each thread mode: quiet, a core busy from the window's start, and from its middle."""
     loads = {"quiet": None, "busy from the start": 0.0, f"busy from {window / 2:g} s in": window / 2}
-    train, sampling = {}, {}
+    train = {}
     for mode, (env, _) in THREAD_MODES.items():
         for load, busy_from in loads.items():
             folder = tmp / f"{mode}-{len(train)}" / "run"
             folder.parent.mkdir(parents=True)
             train[mode, load] = trainer_speed(folder, env, window, busy_from)
             print(mode, load, train[mode, load], flush=True)
-        for busy in (False, True):
-            sampling[mode, busy] = sampler_speed(env, busy)
-            print(mode, busy, sampling[mode, busy], flush=True)
     lines = [
         f"## Threads: one core busy with an unrelated process — {time.strftime('%Y-%m-%d')} — {machine()}",
         "",
-        f"`python bench/bench_threads.py --case busy-core --window {window:g}` — an unrelated process spins on one "
-        f"core (`python -c '{BUSY_LOOP}'`). The Train page's default recipe in its own process: images/s over "
-        f'{window:g} s (for "busy from the middle": after the busy process started, so the trainer must notice '
-        "the jump); 64 MNIST digits sampled with DDIM-50 (the bundled model; median of 3 in one process).",
+        f"`python bench/bench_threads.py --case busy-core --window {window:g}` — {cpu_line()}. An unrelated process "
+        f"spins on one core (`python -c '{BUSY_LOOP}'`). The Train page's default recipe in its own process: "
+        f"images/s over {window:g} s once the busy process started (so the trainer must notice the change).",
         "",
-        "| threads | trainer quiet (img/s) | trainer, core busy | kept of 1 thread's, busy | trainer, busy from "
-        "the middle | threads logged while busy | sampling quiet | sampling, core busy |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| threads | trainer quiet (img/s) | core busy from the start | of 1 thread's | busy from the middle "
+        "| of 1 thread's | threads logged while busy |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     busy_keys = list(loads)[1:]
-    one_busy = train["one", busy_keys[0]][0]
+    one = {load: train["one", load][0] for load in busy_keys}
     for mode, (_, what) in THREAD_MODES.items():
         quiet, busy, middle = (train[mode, load] for load in loads)
         logged = sorted(set(busy[1] + middle[1]))
         lines.append(
-            f"| {what} | {quiet[0]:,.0f} | {busy[0]:,.0f} | {busy[0] / one_busy:.2f}× | {middle[0]:,.0f} "
-            f"| {', '.join(map(str, logged))} | {sampling[mode, False]['seconds']:.2f} s "
-            f"| {sampling[mode, True]['seconds']:.2f} s |"
+            f"| {what} | {quiet[0]:,.0f} | {busy[0]:,.0f} | {busy[0] / one[busy_keys[0]]:.2f}× | {middle[0]:,.0f} "
+            f"| {middle[0] / one[busy_keys[1]]:.2f}× | {', '.join(map(str, logged))} |"
         )
     return lines
 
@@ -314,16 +315,17 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--window", type=float, default=WINDOW_S, help="seconds of sampling per measurement")
     p.add_argument("--case", choices=["sharing", "busy-core", "busy-sampling"], default="sharing",
-                   help="sharing: the app samples while a run trains; busy-core: an unrelated process")  # fmt: skip
+                   help="sharing: the app samples while a run trains; busy-core: an unrelated process busy on one "
+                   "core, the trainer and the sampling; busy-sampling: the sampling alone")  # fmt: skip
     p.add_argument("--write", action="store_true", help="append the table to bench/RESULTS.md")
     args = p.parse_args(argv)
     began = time.time()
     if args.case == "busy-sampling":
         publish([*busy_sampling_case(), "", f"- The whole run took {time.time() - began:.0f} s."], args.write)
         return 0
-    if args.case == "busy-core":
+    if args.case == "busy-core":  # the trainer's table, then the sampling's
         with tempfile.TemporaryDirectory() as tmp:
-            lines = busy_core_case(args.window, Path(tmp))
+            lines = [*busy_training_case(args.window, Path(tmp)), "", *busy_sampling_case()]
         lines += ["", f"- The whole run took {time.time() - began:.0f} s; nothing else ran."]
         publish(lines, args.write)
         return 0
