@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from ddpm_core import runs
 from ddpm_core.runs import read_status  # one reader of status.json, for the run folder's readers here too
 
 LOG, EVALUATION = "train.log", runs.EVALUATION
+HOST = socket.gethostname()  # a status's pid is looked at only on the machine whose trainer wrote it
 STATES = ("queued", "running", "done", "stopped", "failed")  # queued: waiting for a free slot (explorer/jobs.py)
 RUN_FILES = (runs.CONFIG, runs.STATUS, runs.METRICS, LOG)  # any of these makes a folder a run
 PREVIEW = re.compile(r"step_(\d{6,})_(raw|ema)\.png")  # the trainer writes step:06d
@@ -90,8 +92,8 @@ def run_state(status: dict) -> str:
     state = status.get("state")
     if state not in STATES:
         return "unknown"
-    if state == "running" and not pid_alive(status.get("pid")):
-        return "interrupted"
+    if state == "running" and status.get("host", HOST) == HOST and not pid_alive(status.get("pid")):
+        return "interrupted"  # (a trainer on another machine, a node of a cluster, is not ours to look at)
     if state == "queued" and pid_alive(status.get("pid")):
         return "running"  # taken from the queue: its trainer is starting
     return state
@@ -373,7 +375,10 @@ def queued_runs(runs_root: Path) -> list[Path]:
     """The run folders under runs_root that wait in the queue, first come first: by the status's "queued" time,
     then by name."""
     found = [(read_status(p), p) for p in run_dirs(runs_root)]
-    waiting = [(_number(s.get("queued")) or 0.0, p.name, p) for s, p in found if run_state(s) == "queued"]
+    # a run submitted to a cluster (its status names the job) waits in the engine's queue, not in this one
+    waiting = [
+        (_number(s.get("queued")) or 0.0, p.name, p) for s, p in found if run_state(s) == "queued" and not s.get("job")
+    ]
     return [p for _, _, p in sorted(waiting)]
 
 

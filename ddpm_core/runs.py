@@ -37,6 +37,8 @@ from ddpm_core.models import ModelConfig, build_model
 CONFIG, METRICS, STATUS = "config.json", "metrics.jsonl", "status.json"
 MODEL, EMA, STATE, PREVIEWS, STOP = "model.safetensors", "ema.safetensors", "training_state.pt", "previews", "STOP"
 EVALUATION = "evaluation.json"
+JOB = "job.json"  # a run an engine (a Ray cluster) trains: which job, on which cluster (explorer/ray_backend.py)
+JOB_ENV = "DDPM_EXPLORER_JOB"  # set by that engine's entrypoint: the trainer writes it into status.json as "job"
 FORMAT = "ddpm-explorer/1"
 MAX_NAME = 64
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ddpm_core import distributed, runs
+from ddpm_core import distributed, run_history, runs
 from ddpm_core.config import TrainConfig
 from ddpm_core.data import DatasetError
 from ddpm_core.devices import for_sampling, precision, resolve_device
@@ -156,6 +156,8 @@ class Trainer:
                 self.run_dir,
                 "running",
                 pid=os.getpid(),
+                host=run_history.HOST,
+                job=os.environ.get(runs.JOB_ENV) or None,  # the engine's job id, when one started this run (a cluster)
                 step=self.step,
                 total_steps=self.total_steps,
                 started=time.time(),

@@ -16,6 +16,14 @@
     max_n = 256              # samples per request (2D point clouds: 8× as many points)
     max_steps = 1000         # sampler steps per request
 
+    [cluster]                # runs train as Ray Jobs on a cluster instead of as this server's child processes
+    address = "http://head:8265"   # the Ray dashboard; $DDPM_EXPLORER_RAY also names it (the default: no cluster)
+    num_cpus = 1             # CPUs each run asks for
+    num_gpus = 0.25          # GPUs a run on a GPU asks for (fractions share one GPU; 0: a whole one)
+    code_dir = "/srv/ddpm-explorer"  # where the nodes have this repository (default: the app's own path)
+    working_dir = false      # true: Ray uploads this repository with each job instead (runtime_env working_dir)
+    python = "/srv/venv/bin/python"  # the nodes' Python with torch (default: the app's own interpreter)
+
     [pages]
     hidden = ["train"]       # pages left out of the navigation: home, forward, schedules, train, sample
 
@@ -28,7 +36,7 @@
 
 A file with mistakes never stops the app: each wrong entry is skipped, and `problems` says which and why (the Home
 page shows them). The environment still wins where it speaks: $DDPM_EXPLORER_MAX_RUNS, $DDPM_EXPLORER_TRAINING=off,
-$DDPM_EXPLORER_DATA.
+$DDPM_EXPLORER_DATA, $DDPM_EXPLORER_RAY.
 """
 
 from __future__ import annotations
@@ -42,16 +50,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG_ENV, TRAINING_ENV, DATA_ENV, MAX_RUNS_ENV = (
+CONFIG_ENV, TRAINING_ENV, DATA_ENV, MAX_RUNS_ENV, RAY_ENV = (
     "DDPM_EXPLORER_CONFIG",
     "DDPM_EXPLORER_TRAINING",
     "DDPM_EXPLORER_DATA",
     "DDPM_EXPLORER_MAX_RUNS",
+    "DDPM_EXPLORER_RAY",
 )
-ENVIRONMENT = (CONFIG_ENV, TRAINING_ENV, DATA_ENV, MAX_RUNS_ENV)
+ENVIRONMENT = (CONFIG_ENV, TRAINING_ENV, DATA_ENV, MAX_RUNS_ENV, RAY_ENV)
 PAGE_NAMES = ("home", "forward", "schedules", "train", "sample", "edit", "bound")
 MAX_N, MAX_STEPS = 256, 1000  # the defaults of [sampling]
 Value = bool | int | float | str | list  # a list: a multiselect's options
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """[cluster]: where runs train when not on this server (explorer/backends.py). No address: here."""
+
+    address: str = ""  # the Ray dashboard's URL, e.g. http://head:8265
+    num_cpus: float = 1.0  # each run's request
+    num_gpus: float = 0.0  # a GPU run's request (0: a whole GPU)
+    code_dir: str = ""  # the repository's path on the nodes ("": the app's own)
+    working_dir: bool = False  # Ray uploads the repository with each job
+    python: str = sys.executable  # the interpreter on the nodes
 
 
 @dataclass(frozen=True)
@@ -66,6 +87,7 @@ class Classroom:
     max_n: int = MAX_N
     max_steps: int = MAX_STEPS
     hidden_pages: tuple[str, ...] = ()
+    cluster: ClusterSettings = ClusterSettings()
     defaults: dict[str, dict[str, Value]] = field(default_factory=dict)  # page → widget key → value
     locked: dict[str, dict[str, Value]] = field(default_factory=dict)
     source: str = ""  # the file these came from; "" when none was given
@@ -123,6 +145,13 @@ def load_classroom(path: str | Path | None, environ: dict | None = None) -> Clas
         values["max_concurrent"] = max_runs
     if data := env.get(DATA_ENV, "").strip():
         values["data_root"] = data
+    if address := env.get(RAY_ENV, "").strip():
+        try:
+            values.setdefault("cluster", {})["address"] = _address(address)
+        except ValueError as e:
+            problems.append(f"${RAY_ENV} {e}; ignored")
+    if "cluster" in values:
+        values["cluster"] = ClusterSettings(**values["cluster"])
     if "data_root" in values:
         root = Path(str(values["data_root"])).expanduser()
         values["data_root"] = (root if root.is_absolute() else ROOT / root).resolve()
@@ -151,6 +180,25 @@ def _text(v):
     if not isinstance(v, str) or not v.strip():
         raise ValueError(f"must be a non-empty string, got {v!r}")
     return v
+
+
+def _address(v):
+    v = _text(v).strip()
+    if not v.startswith(("http://", "https://")):
+        raise ValueError(f"must be the Ray dashboard's URL, e.g. http://head:8265, got {v!r}")
+    return v.rstrip("/")
+
+
+def _cpus(v):
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= 1024:
+        raise ValueError(f"must be a number of CPUs > 0, e.g. 1 or 0.5, got {v!r}")
+    return float(v)
+
+
+def _gpus(v):
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 64:
+        raise ValueError(f"must be a number of GPUs ≥ 0, e.g. 1 or 0.25 (four runs share one GPU), got {v!r}")
+    return float(v)
 
 
 def _token(v):
@@ -195,6 +243,12 @@ SETTINGS = {
     ("sampling", "max_n"): ("max_n", _count),
     ("sampling", "max_steps"): ("max_steps", _count),
     ("pages", "hidden"): ("hidden_pages", _pages),
+    ("cluster", "address"): ("cluster.address", _address),
+    ("cluster", "num_cpus"): ("cluster.num_cpus", _cpus),
+    ("cluster", "num_gpus"): ("cluster.num_gpus", _gpus),
+    ("cluster", "code_dir"): ("cluster.code_dir", _text),
+    ("cluster", "working_dir"): ("cluster.working_dir", _bool),
+    ("cluster", "python"): ("cluster.python", _text),
 }
 
 
@@ -213,10 +267,13 @@ def _parse(doc: dict) -> tuple[dict, list[str]]:
                 problems.append(f"[{section}] {key} is not a setting; ignored")
                 continue
             name, check = SETTINGS[section, key]
+            target = values
+            if name.startswith("cluster."):  # [cluster]'s keys fill one ClusterSettings
+                target, name = values.setdefault("cluster", {}), name.removeprefix("cluster.")
             try:
-                values[name] = check(value)
+                target[name] = check(value)
             except _Partly as e:  # one bad entry must not drop the good ones (e.g. leave Train unhidden)
-                values[name] = e.kept
+                target[name] = e.kept
                 problems.append(f"[{section}] {key} {e}; the other entries still apply")
             except ValueError as e:
                 problems.append(f"[{section}] {key} {e}; ignored")

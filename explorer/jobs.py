@@ -23,25 +23,22 @@ Train page polls at each run.
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
 
 from ddpm_core import run_history, runs
 from ddpm_core.config import TrainConfig
-from ddpm_core.devices import resolve_device
 from ddpm_core.run_lock import RunLock, RunLocked
-from explorer import gate, owners, trainer_process
-from explorer.classroom import MAX_RUNS_ENV, ROOT, Classroom, current
+from explorer import claims, gate, owners
+from explorer.backends import BackendError, TrainingBackend, backend_for
+from explorer.classroom import MAX_RUNS_ENV, Classroom, current
+from explorer.job import Job, record_end
 from explorer.owners import Requester
+from explorer.run_folders import default_max_runs, root_problem, run_folder, runs_root  # noqa: F401 (also theirs)
 
 POLL_S = 1.0  # how often the queue's watcher looks for a free slot
 OFF = (
@@ -54,36 +51,6 @@ class LaunchError(ValueError):
     """A run cannot be launched, stopped or resumed; the message says why and what to do (shown as is)."""
 
 
-def runs_root() -> Path:
-    """Where runs live: $DDPM_EXPLORER_RUNS, else runs/ in the repository. Read at each call, not at import."""
-    return Path(os.environ.get("DDPM_EXPLORER_RUNS", ROOT / "runs"))
-
-
-def default_max_runs() -> int:
-    """One at a time on a CPU (two would halve each other's speed), two with a GPU."""
-    return 2 if torch.cuda.is_available() else 1
-
-
-def run_folder(name: str, dataset: str, root: Path | None = None) -> Path:
-    """<runs root>/<name, sanitised>, or <dataset>-<date>-<time> when name is blank; ValueError for a name with
-    nothing usable in it."""
-    name = name.strip() or f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return (root or runs_root()) / runs.sanitize_run_name(name)
-
-
-@dataclass
-class Job:
-    run_dir: Path
-    process: subprocess.Popen
-    resume: bool
-    stop_requested: bool = False
-    finished: bool = field(default=False, repr=False)  # its exit has been looked at (and recorded if need be)
-
-    @property
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-
 class JobRegistry:
     def __init__(self, max_runs: int | None = None, room: Callable[[], Classroom] | None = None):
         self._max_runs = max_runs  # None: the classroom's max_concurrent, else default_max_runs()
@@ -94,7 +61,15 @@ class JobRegistry:
         self._closed = threading.Event()
 
     @property
+    def backend(self) -> TrainingBackend:
+        """Where runs train (explorer/backends.py): this server, or the classroom file's Ray cluster."""
+        return backend_for(self._room())
+
+    @property
     def max_runs(self) -> int:
+        """Runs training at once. On a cluster the engine decides (its queue, its resources): no limit here."""
+        if self.backend.queues:
+            return 1 << 30
         return self._max_runs or self._room().max_concurrent or default_max_runs()
 
     @property
@@ -108,22 +83,35 @@ class JobRegistry:
 
     def job(self, run_dir: Path) -> Job | None:
         with self._lock:
-            job = self._jobs.get(Path(run_dir).resolve())
+            job = self._jobs.get(Path(run_dir).resolve()) or self._attach(Path(run_dir).resolve())
             if job is not None:
-                self._finish(job)
+                record_end(job)
             return job
+
+    def _attach(self, run_dir: Path) -> Job | None:
+        """A job the backend started before this registry existed (an app restart, another replica), found through
+        what it recorded in the run folder: only while the folder says the run waits or trains."""
+        if run_history.read_status(run_dir).get("state") not in ("queued", "running"):
+            return None
+        handle = self.backend.attach(run_dir)
+        if handle is None:
+            return None
+        job = self._jobs[run_dir] = Job(run_dir, handle, False, self.backend)
+        return job
 
     def active(self, root: Path | None = None) -> list[Path]:
         """The run folders training now: this registry's live processes, plus the runs under root whose status says
         running with a live pid (launched before an app restart, or from the CLI)."""
         with self._lock:
+            folders = [p.resolve() for p in run_history.run_dirs(root or runs_root())]
+            for p in folders:
+                if p not in self._jobs:
+                    self._attach(p)
             for job in self._jobs.values():
-                self._finish(job)
+                record_end(job)
             mine = [p for p, job in self._jobs.items() if job.alive]
             others = [
-                p.resolve()
-                for p in run_history.run_dirs(root or runs_root())
-                if run_history.run_state(run_history.read_status(p)) == "running" and p.resolve() not in mine
+                p for p in folders if run_history.run_state(run_history.read_status(p)) == "running" and p not in mine
             ]
             return mine + others
 
@@ -173,7 +161,7 @@ class JobRegistry:
             )
         if steps <= row.step:
             raise LaunchError(f"{run_dir.name} is at step {row.step:,}: ask for more steps than that to resume it")
-        _check_device(run_history.read_config(run_dir).get("device", "auto"))
+        _check_device(run_history.read_config(run_dir).get("device", "auto"), self.backend)
         with self._lock:
             self._check_limit(who, run_dir.parent)
             self._check_room(run_dir)
@@ -191,21 +179,32 @@ class JobRegistry:
             return
         job.stop_requested = True
         status = run_history.read_status(run_dir)
-        if not (status.get("state") == "running" and status.get("pid") == job.process.pid):
+        if not (status.get("state") == "running" and job.backend.owns(job.process, status)):
             # the trainer deletes a STOP file when it starts training; before that it has no SIGTERM handler either
-            trainer_process.terminate(job.process)
+            # (on a cluster: the job still waits for a node, and stopping it takes it out of Ray's queue)
+            try:
+                job.backend.terminate(job.process)
+            except BackendError as e:
+                raise LaunchError(str(e)) from None
 
     def cancel(self, run_dir: Path, who: Requester | None = None) -> None:
-        """Take a queued run out of the queue and remove its folder (it holds only config.json, status.json and
-        owner.json)."""
+        """Take a queued run out of the queue (ours, or Ray's: its job is stopped) and remove its folder (it holds
+        only config.json, status.json and owner.json). Claimed first, so that no other app server starts it."""
         run_dir = Path(run_dir).resolve()
         with self._lock:
             self._check_may_act(who, run_dir, "cancel")
             status = run_history.read_status(run_dir)
-            if status.get("state") != "queued" or status.get("pid"):
-                state = "starting" if status.get("pid") else run_history.run_state(status)
+            if status.get("state") != "queued" or status.get("pid") or not (status.get("job") or claims.claim(run_dir)):
+                state = "starting" if status.get("pid") or status.get("state") == "queued" else None
+                state = state or run_history.run_state(status)
                 raise LaunchError(f"{run_dir.name} is not waiting in the queue ({state}): nothing to cancel")
-            for name in (runs.CONFIG, runs.STATUS, run_history.LOG, runs.STOP, owners.OWNER):
+            if status.get("job") and (job := self.job(run_dir)) is not None:
+                try:
+                    job.backend.terminate(job.process)  # out of Ray's queue (a job that started meanwhile stops)
+                except BackendError as e:
+                    raise LaunchError(str(e)) from None
+                self._jobs.pop(run_dir, None)
+            for name in (runs.CONFIG, runs.STATUS, run_history.LOG, runs.STOP, owners.OWNER, claims.CLAIM, runs.JOB):
                 (run_dir / name).unlink(missing_ok=True)
             with contextlib.suppress(OSError):  # not empty: someone put files there; leave them
                 run_dir.rmdir()
@@ -282,7 +281,9 @@ class JobRegistry:
             raise LaunchError("the app launches runs counted in steps: set steps, not epochs")
         self._check_training(config.steps)
         run_dir = Path(run_dir).resolve()
-        _check_device(config.device)
+        if problem := root_problem(run_dir.parent):
+            raise LaunchError(problem)
+        _check_device(config.device, self.backend)
         if (run_dir / runs.MODEL).exists():
             raise LaunchError(f"{run_dir} already holds a trained model: resume it, or pick another run name")
         if run_history.is_run_dir(run_dir):
@@ -329,9 +330,12 @@ class JobRegistry:
             raise LaunchError(f"cannot write the run folder {run_dir}: {e}") from None
 
     def _start_queued(self, run_dir: Path) -> Job | None:
-        """Start a run that waited in the queue; a run that cannot start any more (its device gone) is failed."""
+        """Start a run that waited in the queue, unless another app server on this runs root has claimed it first
+        (explorer/claims.py); a run that cannot start any more (its device gone) is failed."""
+        if not claims.claim(run_dir):
+            return None
         try:
-            _check_device(run_history.read_config(run_dir).get("device", "auto"))
+            _check_device(run_history.read_config(run_dir).get("device", "auto"), self.backend)
             job = self._start(run_dir, ["--config", run_dir / runs.CONFIG, "--out", run_dir], False)
             runs.write_status(run_dir, "queued", pid=job.process.pid)  # out of the queue, also for a restarted app
             return job
@@ -358,36 +362,21 @@ class JobRegistry:
                 self.poll(root)
 
     def _start(self, run_dir: Path, args: list, resume: bool) -> Job:
-        job = Job(run_dir, trainer_process.spawn(run_dir, args), resume)
+        backend = self.backend
+        try:
+            handle = backend.spawn(run_dir, args, run_history.read_config(run_dir).get("device", "auto"))
+        except BackendError as e:
+            if not resume and run_history.read_status(run_dir).get("state") in (None, "queued"):
+                runs.write_status(run_dir, "failed", error=f"could not start: {e}")
+            raise LaunchError(str(e)) from None
+        job = Job(run_dir, handle, resume, backend)
         self._jobs[run_dir.resolve()] = job
         return job
 
-    def _finish(self, job: Job) -> None:
-        """Once a process has ended, make sure its status says how: the trainer records done, stopped and its own
-        failures; a process that died before (bad data set, import error) or without a word (killed) is recorded
-        here, with the line of train.log that says why."""
-        if job.finished or job.alive:
-            return
-        job.finished = True
-        if not job.run_dir.is_dir():  # its folder was deleted: there is nothing left to record the end in
-            return
-        code = job.process.returncode
-        status = run_history.read_status(job.run_dir)
-        ours = status.get("pid") == job.process.pid
-        if code == 0 or (ours and status.get("state") in ("failed", "stopped", "done")):
-            return
-        if job.stop_requested:
-            runs.write_status(job.run_dir, "stopped", error=None, returncode=code)
-            return
-        why = run_history.log_error(job.run_dir) or "no output"
-        runs.write_status(
-            job.run_dir, "failed", error=f"{why} (the trainer exited with code {code}; see {run_history.LOG})",
-            returncode=code,
-        )  # fmt: skip
 
-
-def _check_device(name: str) -> None:
+def _check_device(name: str, backend: TrainingBackend) -> None:
+    """A device the backend's machines have: this server's, or a node of the cluster that could place the run."""
     try:
-        resolve_device(name)
-    except ValueError as e:
+        backend.check(name)
+    except BackendError as e:
         raise LaunchError(str(e)) from None

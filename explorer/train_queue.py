@@ -8,9 +8,11 @@ from pathlib import Path
 
 import streamlit as st
 
+from ddpm_core import run_history as rh
 from ddpm_core.config import TrainConfig
 from explorer.jobs import OFF, JobRegistry, LaunchError
 from explorer.owners import Requester
+from explorer.run_folders import root_problem
 
 
 @st.cache_resource
@@ -30,6 +32,20 @@ def training_off() -> bool:
         return False
     st.info(OFF, icon=":material/block:")
     return True
+
+
+def backend_notice() -> None:
+    """Which engine trains the runs (this server, or a Ray cluster with its CPUs and GPUs), and a warning while the
+    cluster does not answer."""
+    backend = registry().backend
+    st.caption(backend.describe())
+    if problem := root_problem():
+        st.error(problem)
+    if getattr(backend, "unreachable", ""):
+        st.warning(
+            f"{backend.unreachable}. Runs on it are shown as the run folders last said; nothing is marked ended or "
+            "deleted until it answers again."
+        )
 
 
 def capacity_notice(root: Path) -> None:
@@ -55,7 +71,9 @@ def launch(config: TrainConfig, target: Path, who: Requester) -> bool:
         st.error(str(e))
         return False
     st.session_state["run"] = target.name  # watch it below
-    if job is not None:
+    if job is not None and reg.backend.queues:
+        st.success(f"Submitted {target.name} to the cluster: it trains as soon as a node has room for it.")
+    elif job is not None:
         st.success(f"Launched {target.name}: it starts training once torch has loaded (a few seconds).")
     else:
         place = _place(target)
@@ -72,6 +90,12 @@ def _place(run_dir: Path) -> int:
 def queued_panel(run_dir: Path) -> None:
     """A queued run: its place, and why it waits."""
     reg, place = registry(), _place(run_dir)
+    if job := rh.read_status(run_dir).get("job"):
+        st.info(
+            f"Waiting in the Ray cluster's queue (job {job}): it starts when a node has the CPUs and GPUs it asks for.",
+            icon=":material/hourglass_top:",
+        )
+        return
     busy = len(reg.active(run_dir.parent))
     why = (
         "training is turned off by the teacher: it starts once training is back on"

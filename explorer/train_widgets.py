@@ -20,7 +20,7 @@ from ddpm_core.devices import cpu_native_bf16, mps_available
 from ddpm_core.images import OnDisk, datasets_on_disk
 from ddpm_core.models import PRESETS
 from explorer import links, run_controls
-from explorer.jobs import ROOT
+from explorer.classroom import ROOT
 from explorer.objective_widgets import OBJECTIVE, fine_tune_error, objective_widgets
 from explorer.owners import Requester
 from explorer.train_queue import queued_panel, registry
@@ -252,7 +252,9 @@ def state_of(row: rh.RunRow) -> str:
     if job is None or not job.alive:
         return row.state
     status = rh.read_status(row.path)
-    return row.state if status.get("pid") == job.process.pid and status.get("state") != "queued" else "starting"
+    if status.get("state") == "queued" and status.get("job"):
+        return "queued"  # waiting in the cluster's queue
+    return row.state if job.backend.owns(job.process, status) and status.get("state") != "queued" else "starting"
 
 
 def run_panel(run_dir: Path, smoothing: float, who: Requester) -> None:

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from ddpm_core import equations
+from explorer.backends import backend_for
 from explorer.jobs import runs_root
 from explorer.links import classroom
 from explorer.ui import PARTS, device_description, page_for, page_path
@@ -38,6 +39,7 @@ for title, text in PARTS:
 
 st.header("This machine")
 st.markdown(f"Device found: **{device_description()}**")
+st.markdown(backend_for(classroom()).describe())
 st.markdown(
     f"""
 Training runs live in `{runs_root()}/<run name>/`, one folder per run, which is all the app reads:

@@ -47,6 +47,7 @@ if not train_queue.training_off():  # the teacher's switch: no form, no launch; 
             f"Saved in `{root / folder}`"
             + (" (the name made safe for a folder)" if run_dir and folder != name.strip() else "")
         )
+    train_queue.backend_notice()
     train_queue.capacity_notice(root)
     if launch:
         train_queue.launch(config, run_dir or jobs.run_folder("", config.dataset, root), who)
