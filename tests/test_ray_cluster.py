@@ -248,3 +248,27 @@ def test_the_train_page_launches_onto_the_cluster_and_watches_the_folder(ray_hea
     assert any("Runs train as Ray Jobs on the cluster at " + ray_head[0] in m.value for m in home.markdown)
     registry().close()
     registry()._jobs.clear()  # the app's one registry lives on in this process: it forgets the cluster's job
+
+
+def test_the_head_stopped_while_a_run_trains_loses_nothing(ray_head, cluster, tmp_path):
+    """The cluster goes away mid-run (its head stopped; Ray ends its jobs): the pages say the cluster is unreachable,
+    and the run keeps its folder and its checkpoint, never marked done or failed by the app. Last in this module: it
+    stops the module's head."""
+    from tests.apptest_helpers import open_page
+
+    reg, _ = cluster
+    run_dir = tmp_path / "ray-orphaned"
+    reg.submit(TrainConfig.from_dict(LONG), run_dir, Requester("heidi"))
+    until(lambda: run_history.read_status(run_dir).get("checkpoint_step", 0) >= 5, 240, "a checkpoint", run_dir)
+    _stop(ray_head[1])
+    assert "unreachable" in reg.backend.describe()
+    reg.active(tmp_path)  # the registry looks at its job: Ray does not answer, so nothing is recorded as ended
+    status = run_history.read_status(run_dir)
+    assert status["state"] in ("running", "stopped") and status.get("error") is None, status
+    assert (run_dir / runs.MODEL).is_file() and (run_dir / runs.STATE).is_file() and status["checkpoint_step"] >= 5
+    os.environ["DDPM_EXPLORER_RAY"] = ray_head[0]
+    try:
+        page = open_page("train.py")
+    finally:
+        del os.environ["DDPM_EXPLORER_RAY"]
+    assert any("is unreachable" in w.value for w in page.warning) and not page.exception
