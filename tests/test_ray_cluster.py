@@ -89,6 +89,16 @@ def _stop(head: subprocess.Popen) -> None:
         os.killpg(head.pid, signal.SIGKILL)  # anything of its own group that is left
 
 
+@pytest.fixture(autouse=True)
+def app_registry_forgets_the_cluster():
+    """The app's one registry (st.cache_resource) lives on in this process: after a test whose pages attached it to
+    a cluster's jobs, it forgets them, so that later tests of the local backend see only their own runs."""
+    yield
+    from explorer.train_widgets import registry
+
+    registry()._jobs.clear()
+
+
 @pytest.fixture
 def cluster(ray_head, tmp_path, monkeypatch):
     """A registry whose classroom points at the head; runs land in tmp_path."""
@@ -246,8 +256,6 @@ def test_the_train_page_launches_onto_the_cluster_and_watches_the_folder(ray_hea
     assert not rerun(at).exception
     home = open_page("home.py")
     assert any("Runs train as Ray Jobs on the cluster at " + ray_head[0] in m.value for m in home.markdown)
-    registry().close()
-    registry()._jobs.clear()  # the app's one registry lives on in this process: it forgets the cluster's job
 
 
 def test_the_head_stopped_while_a_run_trains_loses_nothing(ray_head, cluster, tmp_path):
