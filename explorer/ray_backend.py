@@ -91,11 +91,6 @@ class RayJob:
                 self._code, self.message = ENDED[state], (info.message or "").strip()
             return self._code
 
-    @property
-    def state(self) -> str:
-        """Ray's last word on the job: PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED (or "" before the first)."""
-        return {0: "SUCCEEDED", 1: "FAILED", -15: "STOPPED"}.get(self._code, "")
-
 
 class RayBackend:
     name = "ray"
